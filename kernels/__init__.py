@@ -1,0 +1,1 @@
+"""GPU kernels of mrp_gpu, installed as ``mrp_gpu.kernels``."""

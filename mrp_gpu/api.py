@@ -1,0 +1,172 @@
+"""The small public API: ``plan``, ``prune``, ``apply_plan`` (and ``analyze``, see below).
+
+Each function takes a model and its input shape ``(C, H, W)``, works on copies, and
+returns plain objects; nothing here touches the caller's model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from .community import louvain_graph, modularity, union_graph
+from .config import MRPConfig
+from .criteria import group_scores
+from .errors import MRPError
+from .executor import apply_masks, slice_model
+from .features import compute_features
+from .finetune import resolve_device
+from .groups import ChannelGroups, build_groups, example_input
+from .plan import PruningPlan
+from .planner import Target, plan_global, plan_uniform
+from .redundancy import LayerRedundancy, RedundancyReport, layer_records
+from .similarity import build_graphs
+from .timing import Stopwatch
+
+__all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "apply_plan", "masked_vs_sliced"]
+
+METHODS = ("mrp", "l1", "fpgm", "random", "uniform")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None = None) -> tuple[LayerRedundancy, ...]:
+    """Similarity graphs, batched Louvain and per-group records for ready features."""
+    sw = stopwatch or Stopwatch(feats.rows[0].device if len(feats) else "cpu")
+    with sw.lap("similarity"):
+        graph = build_graphs(feats, z=config.z, tau=config.tau, k_max=config.k_max,
+                             chance_degree=config.chance_degree, corrected_dim=config.corrected_dim)
+    with sw.lap("louvain"):
+        ug = union_graph(graph.edge_index, graph.edge_weight, graph.num_nodes, graph.ptr)
+        labels = louvain_graph(ug, backend=config.backend, resolution=config.resolution, seed=config.seed)
+    with sw.lap("redundancy"):
+        q = modularity(ug, labels, config.resolution).tolist()
+        records = layer_records(graph.ids, graph.ptr, labels, graph.edges_per_graph().tolist(), q, graph.tau)
+    return records
+
+
+def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
+            calibration: torch.Tensor | None = None, groups: ChannelGroups | None = None) -> RedundancyReport:
+    """Redundancy of every channel group (RMCD), in one batched pass.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A trained model (random weights show no redundancy).
+    input_size : tuple of int
+        (C, H, W).
+    config : MRPConfig, optional
+        Features, threshold (``z`` or ``tau``), ``k_max``, Louvain backend, device.
+    calibration : Tensor, optional
+        Images for ``features="activation"``.
+
+    Returns
+    -------
+    RedundancyReport
+        One :class:`LayerRedundancy` per group, and the time of each stage.
+
+    Examples
+    --------
+    >>> import mrp_gpu
+    >>> from mrp_gpu.models import create_model
+    >>> report = mrp_gpu.analyze(create_model("resnet20"), (3, 32, 32))
+    >>> len(report.layers)
+    12
+    """
+    config = config or MRPConfig()
+    device = resolve_device(config.device)
+    sw = Stopwatch(device)
+    with sw.lap("groups"):
+        groups = groups or build_groups(model, input_size, device=_device_of(model))
+    with sw.lap("features"):
+        work = model if _device_of(model) == device or config.features == "weight" else copy.deepcopy(model).to(device)
+        feats = compute_features(work, groups, features=config.features, bn=config.bn_scale,
+                                 calibration=calibration, pool=config.pool, device=device)
+    records = redundancy_of(feats, config, sw)
+    return RedundancyReport(records, config.to_dict(), {k: round(v, 6) for k, v in sw.laps.items()})
+
+
+def plan(model: nn.Module, input_size, *, target_flops: float | None = None, target_params: float | None = None,
+         method: str = "mrp", config: MRPConfig | None = None, groups: ChannelGroups | None = None,
+         model_name: str = "model", progress: bool = False, calibration: torch.Tensor | None = None) -> PruningPlan:
+    """Decide which channels to remove so that the target is met.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A trained model (MRP finds no redundancy in random weights).
+    input_size : tuple of int
+        (C, H, W) at which MACs are counted.
+    target_flops, target_params : float, optional
+        Fractions to remove; at least one.
+    method : {"mrp", "l1", "fpgm", "random", "uniform"}
+    config : MRPConfig, optional
+    groups : ChannelGroups, optional
+        Reuse a trace made earlier with :func:`mrp_gpu.groups.build_groups`.
+    calibration : Tensor, optional
+        Images for ``features="activation"``.
+
+    Returns
+    -------
+    PruningPlan
+    """
+    if method not in METHODS:
+        raise MRPError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    config = config or MRPConfig()
+    target = Target(target_flops, target_params)
+    groups = groups or build_groups(model, input_size, device=_device_of(model))
+    if method == "mrp":
+        from .planner import plan_mrp
+
+        return plan_mrp(model, groups, target, config, model_name=model_name, progress=progress,
+                        calibration=calibration)
+    cfg = {"min_channels": config.min_channels, "seed": config.seed}
+    if method == "uniform":
+        return plan_uniform(groups, group_scores(model, groups, "l1"), target, model=model_name,
+                            min_channels=config.min_channels, config=cfg)
+    scores = group_scores(model, groups, method, seed=config.seed)
+    return plan_global(groups, scores, target, model=model_name, method=method,
+                       min_channels=config.min_channels, config=cfg)
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
+    """A sliced copy of ``model`` (the plan is checked against the model first)."""
+    return slice_model(model, plan, groups)
+
+
+@torch.no_grad()
+def masked_vs_sliced(model: nn.Module, plan: PruningPlan, sliced: nn.Module,
+                     groups: ChannelGroups | None = None, batch: int = 2) -> float:
+    """Largest absolute difference between the masked and the sliced model's outputs."""
+    masked = apply_masks(model, plan, groups).eval()
+    x = example_input(plan.input_size, batch=batch, device=_device_of(model))
+    was = sliced.training
+    sliced.eval()
+    try:
+        return float((masked(x) - sliced(x)).abs().max())
+    finally:
+        sliced.train(was)
+
+
+def prune(model: nn.Module, input_size, *, target_flops: float | None = None, target_params: float | None = None,
+          method: str = "mrp", config: MRPConfig | None = None, model_name: str = "model",
+          calibration: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
+    """Plan and slice in one call: returns ``(pruned copy, plan)``.
+
+    Examples
+    --------
+    >>> import mrp_gpu
+    >>> from mrp_gpu.models import create_model
+    >>> pruned, p = mrp_gpu.prune(create_model("resnet20"), (3, 32, 32), target_flops=0.3, method="l1")
+    >>> p.macs_reduction >= 0.3
+    True
+    """
+    groups = build_groups(model, input_size, device=_device_of(model))
+    p = plan(model, input_size, target_flops=target_flops, target_params=target_params, method=method,
+             config=config, groups=groups, model_name=model_name, calibration=calibration)
+    return slice_model(model, p, groups), p

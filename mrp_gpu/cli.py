@@ -1,0 +1,329 @@
+"""The ``mrp-gpu`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MRPError
+
+__all__ = ["main"]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name: resnet20..110, vgg16_cifar, demo, or a torchvision model")
+    p.add_argument("--weights", help="local state_dict (.safetensors/.pt) or torchvision weights name")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int)
+    p.add_argument("--input-size", help="CxHxW (default: the model's own, e.g. 3x224x224)")
+
+
+def _model_from_args(args):
+    from .models import create_model, default_input_size, parse_input_size
+
+    weights = args.weights if args.weights else "default"
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, weights=weights)
+    size = parse_input_size(args.input_size) if args.input_size else default_input_size(args.model, args.in_chans)
+    kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v is not None}
+    return model, tuple(size), kwargs
+
+
+def _cmd_train(args) -> int:
+    from .data import get_dataset
+    from .finetune import TrainConfig, fit
+    from .io import atomic_write_text
+    from .models import default_input_size, parse_input_size
+
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+        raise MRPError(f"--out {str(out)!r} already exists; pass --resume to continue or --force to restart")
+    from .data import num_classes
+
+    args.num_classes = args.num_classes or num_classes(args.data)
+    model, size, kwargs = _model_from_args(args)
+    if args.input_size is None:
+        size = default_input_size(args.model, args.in_chans)
+    else:
+        size = parse_input_size(args.input_size)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      label_smoothing=args.label_smoothing, workers=args.workers, seed=args.seed,
+                      weight_decay=args.weight_decay)
+    train_set = get_dataset(args.data, train=True, input_size=size, root=args.data_root)
+    test_set = get_dataset(args.data, train=False, input_size=size, root=args.data_root)
+    history = fit(model, train_set, test_set, cfg, out, resume=args.resume, device=args.device)
+    from safetensors.torch import save
+
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(out / "model.safetensors",
+                       save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+    atomic_write_text(out / "model.json", json.dumps(
+        {"model": args.model, "model_kwargs": kwargs, "input_size": list(size), "data": args.data,
+         "epochs": cfg.epochs, "seed": cfg.seed, "test_acc": history[-1]["test_acc"],
+         "command": " ".join(["mrp-gpu"] + sys.argv[1:])}, indent=1))
+    print(f"test accuracy {history[-1]['test_acc']:.4f}; weights in {out / 'model.safetensors'}")
+    return 0
+
+
+def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
+    from .config import FEATURES, REPLACE_RULES, MRPConfig
+
+    d = MRPConfig()
+    g = p.add_argument_group("redundancy (RMCD) options")
+    g.add_argument("--features", choices=FEATURES, default=d.features)
+    g.add_argument("--z", type=float, help="one z for every group: tau_g = z / sqrt(d_g) "
+                   "(default: per group, from --chance-degree)")
+    g.add_argument("--chance-degree", type=float, default=d.chance_degree,
+                   help="chance neighbours per channel the default threshold allows (default %(default)s)")
+    g.add_argument("--raw-dim", action="store_true", help="d_g = feature length, not its participation ratio")
+    g.add_argument("--bn-scale", action="store_true", help="append BN scales to weight features")
+    g.add_argument("--tau", type=float, help="absolute cosine threshold for every group (overrides --z)")
+    g.add_argument("--k-max", type=int, help="at most this many strongest neighbours per channel")
+    g.add_argument("--resolution", type=float, default=d.resolution)
+    g.add_argument("--backend", default=d.backend, help="Louvain engine: auto, igraph, torch, cugraph, networkx")
+    g.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--data", help="dataset for activation features and accuracy (e.g. fashion-mnist)")
+    g.add_argument("--data-root", help="where the dataset lives (default: its standard place)")
+    g = p.add_argument_group("pruning (SRP) options")
+    g.add_argument("--replace", choices=REPLACE_RULES, default=d.replace)
+    g.add_argument("--step", type=int, default=d.step)
+    g.add_argument("--min-channels", type=float, default=d.min_channels)
+    g.add_argument("--round-to", type=int, default=d.round_to)
+    g.add_argument("--cost-aware", action="store_true")
+    g.add_argument("--refresh-every", type=int, default=d.refresh_every)
+
+
+def _config_from_args(args):
+    from .config import MRPConfig
+
+    mc = args.min_channels
+    return MRPConfig(features=args.features, z=args.z, chance_degree=args.chance_degree,
+                     corrected_dim=not args.raw_dim, bn_scale=args.bn_scale, tau=args.tau, k_max=args.k_max,
+                     resolution=args.resolution,
+                     backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
+                     step=args.step, min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
+                     cost_aware=args.cost_aware, refresh_every=args.refresh_every)
+
+
+def _eval_dataset(args):
+    """The dataset to report accuracy on: --data, or Fashion-MNIST for the demo when it is installed."""
+    if args.data:
+        return args.data
+    if args.model == "demo":
+        from .data import _fashion_mnist_root
+        from .errors import DataError
+
+        try:
+            _fashion_mnist_root(args.data_root)
+            return "fashion-mnist"
+        except DataError:
+            return None
+    return None
+
+
+def _accuracy(model, data, root, size) -> float:
+    from .data import get_dataset, make_loader
+    from .finetune import evaluate
+
+    ds = get_dataset(data, train=False, input_size=size, root=root, augment=False)
+    loader = make_loader(ds, batch_size=256, train=False, workers=0)
+    return evaluate(model, loader, next(model.parameters()).device)["acc"]
+
+
+def _finish(args, model, sliced, plan, groups, kwargs, t0) -> int:
+    """Write plan, weights, arch and summary atomically into --out; print the table."""
+    import time
+
+    from .api import masked_vs_sliced
+    from .executor import save_pruned
+    from .io import atomic_output_dir, atomic_write_text
+
+    diff = masked_vs_sliced(model, plan, sliced, groups)
+    summary = {"model": args.model, "method": plan.method,
+               "macs_before": plan.macs_before, "macs_after": plan.macs_after,
+               "params_before": plan.params_before, "params_after": plan.params_after,
+               "macs_reduction": round(plan.macs_reduction, 6), "params_reduction": round(plan.params_reduction, 6),
+               "seconds": round(time.perf_counter() - t0, 3), "max_abs_diff_masked_vs_sliced": diff,
+               "config": plan.config}
+    data = _eval_dataset(args)
+    if data:
+        summary["data"] = data
+        summary["accuracy_before"] = _accuracy(model, data, args.data_root, plan.input_size)
+        summary["accuracy_after_no_retraining"] = _accuracy(sliced, data, args.data_root, plan.input_size)
+    with atomic_output_dir(args.out, force=args.force) as tmp:
+        plan.save(tmp / "plan.json")
+        save_pruned(tmp, sliced, plan, kwargs)
+        if plan.method == "mrp" and hasattr(args, "report") and args.report:
+            from .report import write_report
+
+            summary["report"] = write_report(tmp, plan, summary)
+        atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1))
+    _print_summary(summary, args.out)
+    return 0
+
+
+def _fmt(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def _print_summary(s: dict, out) -> None:
+    rows = [("model", f"{s['model']}  (method {s['method']})"),
+            ("MACs", f"{_fmt(s['macs_before'])} -> {_fmt(s['macs_after'])}  (-{s['macs_reduction']:.1%})"),
+            ("params", f"{_fmt(s['params_before'])} -> {_fmt(s['params_after'])}  (-{s['params_reduction']:.1%})"),
+            ("masked vs sliced", f"max |diff| {s['max_abs_diff_masked_vs_sliced']:.2e}"),
+            ("time", f"{s['seconds']:.2f} s")]
+    if "accuracy_before" in s:
+        rows.append((f"accuracy ({s['data']})", f"{s['accuracy_before']:.2%} -> "
+                     f"{s['accuracy_after_no_retraining']:.2%}  (no retraining)"))
+    if s.get("report"):
+        rows.append(("report", str(Path(out) / "report.md")))
+    rows.append(("outputs", str(out)))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def _cmd_prune(args) -> int:
+    import time
+
+    from .api import plan as make_plan
+    from .executor import slice_model
+    from .groups import build_groups
+
+    t0 = time.perf_counter()
+    config = _config_from_args(args)
+    model, size, kwargs = _model_from_args(args)
+    calibration = _calibration(args, config, size)
+    groups = build_groups(model, size)
+    plan = make_plan(model, size, target_flops=args.target_flops, target_params=args.target_params,
+                     method=args.method, config=config, groups=groups, model_name=args.model,
+                     progress=not args.quiet, calibration=calibration)
+    sliced = slice_model(model, plan, groups)
+    return _finish(args, model, sliced, plan, groups, kwargs, t0)
+
+
+def _calibration(args, config, size):
+    if config.features != "activation":
+        return None
+    from .data import calibration_batch
+
+    if not args.data:
+        raise MRPError("--features activation needs --data (a calibration batch)")
+    return calibration_batch(args.data, size, n=config.calib_size, root=args.data_root, seed=config.seed)
+
+
+def _cmd_analyze(args) -> int:
+    from .api import analyze
+    from .report import plot_report
+
+    config = _config_from_args(args)
+    model, size, _ = _model_from_args(args)
+    report = analyze(model, size, config, calibration=_calibration(args, config, size))
+    if args.json:
+        report.save_json(args.json)
+    if args.plot:
+        plot_report(report, args.plot)
+    width = max(len(r.group) for r in report.layers)
+    print(f"{'group':<{width}}  channels  communities  redundancy  modularity  edges")
+    for r in report.layers:
+        print(f"{r.group:<{width}}  {r.channels:8d}  {r.communities:11d}  {r.redundancy:10.3f}  "
+              f"{r.modularity:10.3f}  {r.edges:5d}")
+    t = report.timings
+    print("time: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items()))
+    return 0
+
+
+def _cmd_apply(args) -> int:
+    import time
+
+    from .executor import slice_model
+    from .groups import build_groups
+    from .plan import PruningPlan
+
+    t0 = time.perf_counter()
+    plan = PruningPlan.load(args.plan)
+    model, size, kwargs = _model_from_args(args)
+    if tuple(size) != tuple(plan.input_size) and args.input_size is None:
+        size = tuple(plan.input_size)
+    groups = build_groups(model, size)
+    sliced = slice_model(model, plan, groups)
+    return _finish(args, model, sliced, plan, groups, kwargs, t0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="mrp-gpu", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mrp-gpu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a zoo model on a local dataset")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="fashion-mnist, cifar10, cifar100 or imagenet")
+    p.add_argument("--data-root")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    from .api import METHODS
+
+    p = sub.add_parser("prune", help="plan, slice and save a pruned model")
+    _add_model_args(p)
+    p.add_argument("--target-flops", type=float, help="fraction of MACs to remove, e.g. 0.5")
+    p.add_argument("--target-params", type=float, help="fraction of parameters to remove")
+    p.add_argument("--method", choices=METHODS, default="mrp")
+    p.add_argument("--out", default="pruned", help="output directory (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip report.md and plots")
+    _add_rmcd_args(p)
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("analyze", help="redundancy of every layer (RMCD)")
+    _add_model_args(p)
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--plot", help="write a bar chart of redundancy per layer here (PNG)")
+    _add_rmcd_args(p)
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("apply", help="apply a saved plan.json to a model")
+    p.add_argument("plan")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int)
+    p.add_argument("--input-size")
+    p.add_argument("--data")
+    p.add_argument("--data-root")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_cmd_apply)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MRPError as e:
+        print(f"mrp-gpu {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

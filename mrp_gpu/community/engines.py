@@ -1,0 +1,119 @@
+"""The Louvain engines other than the project's own: igraph, networkx, cuGraph.
+
+Each takes a :class:`~mrp_gpu.community.graph.UnionGraph` and returns one label per
+node. igraph and cuGraph run the whole batch as one union graph (weights scaled per
+graph, resolution times the number of graphs); networkx, the test oracle, runs each
+graph alone.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .graph import UnionGraph
+
+__all__ = ["louvain_igraph", "louvain_networkx", "louvain_cugraph", "cugraph_inputs",
+           "has_igraph", "has_networkx", "has_cugraph", "cugraph_usable"]
+
+try:
+    import igraph
+
+    has_igraph = True
+except ImportError:
+    has_igraph = False
+
+try:
+    import networkx
+
+    has_networkx = True
+except ImportError:
+    has_networkx = False
+
+try:
+    import pylibcugraph
+
+    has_cugraph = True
+except ImportError:
+    has_cugraph = False
+
+
+def cugraph_usable() -> bool:
+    """cuGraph imports on machines without a GPU and fails at the first call: ask CuPy."""
+    if not has_cugraph:
+        return False
+    try:
+        import cupy
+
+        return bool(cupy.is_available())
+    except ImportError:
+        return False
+
+
+def louvain_igraph(graph: UnionGraph, resolution: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """python-igraph's ``community_multilevel`` (C core) on the union graph."""
+    weight, gamma, _ = graph.scaled_union(resolution)
+    edges = torch.stack([graph.src, graph.dst], 1).cpu().numpy()
+    g = igraph.Graph(n=graph.num_nodes, edges=edges, directed=False)
+    state = random.getstate()
+    random.seed(seed)  # igraph draws its node order from Python's random module
+    try:
+        # the low-level call returns the membership list without building a VertexClustering
+        membership = igraph.GraphBase.community_multilevel(g, weight.cpu().numpy().tolist(), False, gamma)
+    finally:
+        random.setstate(state)
+    return torch.as_tensor(np.asarray(membership, dtype=np.int64), device=graph.device)
+
+
+def louvain_networkx(graph: UnionGraph, resolution: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """networkx's ``louvain_communities``, one graph at a time (slow; the test oracle)."""
+    labels = np.arange(graph.num_nodes)
+    src, dst, w = graph.src.cpu().numpy(), graph.dst.cpu().numpy(), graph.weight.cpu().numpy()
+    ptr = graph.ptr.cpu().numpy()
+    gid = np.searchsorted(ptr[1:], src, side="right")
+    for g in range(graph.num_graphs):
+        sel = gid == g
+        if not sel.any():
+            continue
+        G = networkx.Graph()
+        G.add_nodes_from(range(ptr[g], ptr[g + 1]))
+        G.add_weighted_edges_from(zip(src[sel].tolist(), dst[sel].tolist(), w[sel].tolist()))
+        for members in networkx.community.louvain_communities(G, weight="weight", resolution=resolution, seed=seed):
+            labels[list(members)] = min(members)
+    return torch.as_tensor(labels, device=graph.device)
+
+
+def cugraph_inputs(graph: UnionGraph, resolution: float = 1.0):
+    """The arrays cuGraph is called with: both directions, scaled weights, every vertex.
+
+    Vertices are listed explicitly so isolated channels stay in the result.
+    """
+    weight, gamma, L = graph.scaled_union(resolution)
+    loops = graph.src == graph.dst
+    src = torch.cat([graph.src, graph.dst[~loops]])
+    dst = torch.cat([graph.dst, graph.src[~loops]])
+    w = torch.cat([weight, weight[~loops]])
+    vertices = torch.arange(graph.num_nodes, device=graph.device, dtype=torch.int64)
+    return src, dst, w, vertices, gamma, L
+
+
+def louvain_cugraph(graph: UnionGraph, resolution: float = 1.0, seed: int = 0,
+                    threshold: float = 1e-7) -> torch.Tensor:
+    """``pylibcugraph.louvain`` on the union graph, torch CUDA tensors passed zero-copy."""
+    import cupy
+
+    src, dst, w, vertices, gamma, L = cugraph_inputs(graph, resolution)
+    as_cp = cupy.from_dlpack
+    handle = pylibcugraph.ResourceHandle()
+    props = pylibcugraph.GraphProperties(is_symmetric=True, is_multigraph=False)
+    G = pylibcugraph.SGGraph(
+        handle, props,
+        src_or_offset_array=as_cp(src.int().cuda()), dst_or_index_array=as_cp(dst.int().cuda()),
+        vertices_array=as_cp(vertices.int().cuda()), weight_array=as_cp(w.float().cuda()),
+        store_transposed=False, renumber=True, do_expensive_check=False)
+    verts, parts, _ = pylibcugraph.louvain(handle, G, 500, threshold / max(L, 1), gamma, False)
+    labels = torch.empty(graph.num_nodes, dtype=torch.long, device="cuda")
+    labels[torch.from_dlpack(verts).long()] = torch.from_dlpack(parts).long()
+    return labels.to(graph.device)

@@ -1,0 +1,131 @@
+"""``MRPConfig``: every option of the method in one frozen, versioned dataclass.
+
+Every output (plan.json, summary.json, analyze --json) records the resolved config
+that made it. Defaults are the ones the RI study in ``benchmarks/ri_study.py``
+supports; the README gives the figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import MRPError
+
+__all__ = ["MRPConfig", "CONFIG_VERSION", "FEATURES", "REPLACE_RULES"]
+
+CONFIG_VERSION = 1
+FEATURES = ("weight", "activation")
+REPLACE_RULES = ("norm-in-community", "mean-sim", "nearest", "reconstruction")
+
+
+@dataclass(frozen=True)
+class MRPConfig:
+    """Options of RMCD (redundancy) and SRP (the pruning loop).
+
+    Parameters
+    ----------
+    features : {"weight", "activation"}
+        Per-channel features: the producing filters (data-free) or the channel's
+        response to a calibration batch.
+    bn_scale : bool
+        Append each channel's BN scale to its weight feature.
+    z : float, optional
+        Edge threshold in units of chance, ``tau_g = z / sqrt(d_g)``, the same for every
+        group. When None (default), each group gets the z at which a channel expects
+        ``chance_degree`` neighbours by chance among its group's others.
+    chance_degree : float
+        Expected chance neighbours per channel that the default threshold allows.
+    corrected_dim : bool
+        ``d_g`` is the participation ratio of the features (their effective dimension
+        under the chance model) rather than their raw length.
+    tau : float, optional
+        An absolute cosine threshold for every group; overrides ``z``.
+    k_max : int, optional
+        Keep at most this many strongest neighbours per channel.
+    resolution : float
+        Louvain's modularity resolution ``gamma``.
+    backend : str
+        Louvain engine: ``auto``, ``igraph``, ``torch``, ``cugraph``, ``networkx``.
+    device : str
+        Where features and graphs live: ``auto``, ``cpu``, ``cuda``.
+    seed : int
+        Seed of Louvain's node order and of every random choice.
+    replace : str
+        Which channel of a community goes first: ``norm-in-community`` (smallest
+        BN-scaled L1 norm inside the largest community), ``mean-sim``, ``nearest``
+        or ``reconstruction``.
+    step : int
+        Channels removed per SRP iteration.
+    min_channels : int or float
+        Channels every group keeps: a count (>= 1) or a fraction of its width (< 1).
+    round_to : int
+        Keep channel counts multiples of this (8 suits tensor cores); 1 = off.
+    cost_aware : bool
+        Rank groups by ``R_g`` times the MACs one of its channels costs (normalised).
+    refresh_every : int
+        Weight features: recompute the groups whose input channels were pruned every
+        this many steps (their filters lost input columns).
+    calib_size : int
+        Images in the calibration batch (activation features).
+    pool : int
+        Activation maps are average-pooled to ``pool x pool``.
+    """
+
+    features: str = "weight"
+    bn_scale: bool = False
+    z: float | None = None
+    chance_degree: float = 0.05
+    corrected_dim: bool = True
+    tau: float | None = None
+    k_max: int | None = None
+    resolution: float = 1.0
+    backend: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    replace: str = "norm-in-community"
+    step: int = 1
+    min_channels: float = 1
+    round_to: int = 1
+    cost_aware: bool = False
+    refresh_every: int = 1
+    calib_size: int = 256
+    pool: int = 4
+
+    def __post_init__(self):
+        if self.features not in FEATURES:
+            raise MRPError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if self.replace not in REPLACE_RULES:
+            raise MRPError(f"replace must be one of {REPLACE_RULES}, got {self.replace!r}")
+        if self.tau is not None and not -1.0 <= self.tau <= 1.0:
+            raise MRPError(f"tau is a cosine threshold in [-1, 1], got {self.tau}")
+        if self.z is not None and self.z <= 0:
+            raise MRPError(f"z must be > 0, got {self.z}")
+        if not self.chance_degree > 0:
+            raise MRPError(f"chance_degree must be > 0, got {self.chance_degree}")
+        if self.k_max is not None and self.k_max < 1:
+            raise MRPError(f"k_max must be >= 1, got {self.k_max}")
+        if self.resolution <= 0:
+            raise MRPError(f"resolution must be > 0, got {self.resolution}")
+        for name in ("step", "round_to", "refresh_every", "calib_size", "pool"):
+            if getattr(self, name) < 1:
+                raise MRPError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.min_channels >= 1 or 0 < self.min_channels < 1):
+            raise MRPError(f"min_channels must be a count >= 1 or a fraction in (0, 1), got {self.min_channels}")
+
+    def replace_with(self, **changes) -> MRPConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MRPConfig:
+        d = dict(d)
+        version = d.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise MRPError(f"config version {version} is not supported (expected {CONFIG_VERSION})")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise MRPError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,170 @@
+"""Per-channel features, on the model's device.
+
+``weight`` (data-free): channel ``c`` of a group is the concatenation of the flattened
+filter of every producing convolution or linear layer (optionally with its BN
+scale). ``activation``: the channel's response to a calibration batch, taken after
+each normalisation layer of the group (or after the producers when there is none),
+average-pooled to ``p x p``, flattened over the batch and centred, so the cosine of two
+features is their Pearson correlation. Both are L2-normalised rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ModelError, MRPError
+from .groups import ChannelGroup, ChannelGroups, LayerSlice
+
+__all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "weight_features", "activation_features", "normalize_rows",
+           "compute_features"]
+
+
+@dataclass(frozen=True, eq=False)
+class GroupFeatures:
+    """One L2-normalised feature row per channel, for each group (ragged batch)."""
+
+    ids: tuple[str, ...]
+    rows: tuple[torch.Tensor, ...]  # rows[g]: [N_g, d_g]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dims(self) -> list[int]:
+        return [r.shape[1] for r in self.rows]
+
+
+def _rows(weight: torch.Tensor, s: LayerSlice, size: int) -> torch.Tensor:
+    """The slice's filters as rows ordered by group channel: [size, k]."""
+    w = weight.detach()
+    w = w.flatten(1) if w.dim() > 1 else w[:, None]
+    idxs = torch.as_tensor(s.idxs, device=w.device)
+    order = torch.as_tensor(s.channel, device=w.device).argsort(stable=True)
+    picked = w[idxs[order]]
+    return picked.reshape(size, -1)  # several positions per channel are laid side by side
+
+
+def weight_matrix(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
+    """Concatenated producer filters, one row per channel (not normalised): [N, d]."""
+    parts = []
+    for s in group.producers:
+        m = model.get_submodule(s.module)
+        w = m.weight.detach()
+        if isinstance(m, nn.modules.conv._ConvTransposeNd):
+            w = w.transpose(0, 1)
+        parts.append(_rows(w, s, group.size))
+    return torch.cat(parts, 1).float()
+
+
+def bn_scale(model: nn.Module, group: ChannelGroup) -> torch.Tensor | None:
+    """Effective BN scale ``|gamma| / sqrt(var + eps)`` per channel, averaged over the group's BNs."""
+    scales = []
+    for s in group.norms:
+        m = model.get_submodule(s.module)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.running_var is not None:
+            scale = m.weight.detach().abs() / torch.sqrt(m.running_var + m.eps)
+            scales.append(_rows(scale, s, group.size)[:, 0].float())
+    return torch.stack(scales).mean(0) if scales else None
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise rows; an all-zero row stays zero (cosine 0 with everything)."""
+    return F.normalize(x, dim=1, eps=1e-12)
+
+
+def weight_features(model: nn.Module, groups: ChannelGroups, *, bn: bool = False,
+                    only: list[str] | None = None) -> GroupFeatures:
+    """Data-free features of every group (or of the groups in ``only``)."""
+    ids, rows = [], []
+    for g in groups:
+        if only is not None and g.id not in only:
+            continue
+        f = weight_matrix(model, g)
+        if bn:
+            scale = bn_scale(model, g)
+            if scale is not None:
+                f = torch.cat([f, scale[:, None]], 1)
+        ids.append(g.id)
+        rows.append(normalize_rows(f))
+    return GroupFeatures(tuple(ids), tuple(rows))
+
+
+@torch.no_grad()
+def activation_features(model: nn.Module, groups: ChannelGroups, batch: torch.Tensor, *, pool: int = 4,
+                        chunk: int = 64) -> GroupFeatures:
+    """Data-driven features: pooled, centred responses to ``batch`` (run in chunks)."""
+    taps: dict[str, list[tuple[int, LayerSlice]]] = {}
+    for gi, g in enumerate(groups):
+        layers = g.norms or g.producers
+        for s in layers:
+            taps.setdefault(s.module, []).append((gi, s))
+    collected: list[list[list[torch.Tensor]]] = [[[] for _ in (g.norms or g.producers)] for g in groups]
+    slot_of = {}
+    for gi, g in enumerate(groups):
+        for j, s in enumerate(g.norms or g.producers):
+            slot_of[(gi, s.module)] = j
+
+    def hook_for(name):
+        def hook(module, args, out):
+            if out.dim() == 4:
+                y = F.adaptive_avg_pool2d(out, pool)
+            elif out.dim() == 3:
+                y = F.adaptive_avg_pool1d(out, pool)
+            else:
+                y = out
+            for gi, s in taps[name]:
+                idxs = torch.as_tensor(s.idxs, device=y.device)
+                order = torch.as_tensor(s.channel, device=y.device).argsort(stable=True)
+                part = y[:, idxs[order]].transpose(0, 1).reshape(groups[gi].size, -1)
+                collected[gi][slot_of[(gi, name)]].append(part.float())
+        return hook
+
+    handles = [model.get_submodule(name).register_forward_hook(hook_for(name)) for name in taps]
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        for x in batch.split(chunk):
+            model(x.to(device))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    ids, rows = [], []
+    for g, parts in zip(groups, collected):
+        centred = [torch.cat(p, 1) for p in parts]
+        f = torch.cat([c - c.mean(1, keepdim=True) for c in centred], 1)
+        ids.append(g.id)
+        rows.append(normalize_rows(f))
+    return GroupFeatures(tuple(ids), tuple(rows))
+
+
+def compute_features(model: nn.Module, groups: ChannelGroups, *, features: str = "weight", bn: bool = False,
+                     calibration: torch.Tensor | None = None, pool: int = 4,
+                     device: torch.device | str | None = None) -> GroupFeatures:
+    """The configured features of every group, on ``device`` (default: the model's).
+
+    Raises
+    ------
+    ModelError
+        When a group's weights (or responses) hold NaN or Inf, naming the group.
+    """
+    if features == "weight":
+        out = weight_features(model, groups, bn=bn)
+    elif features == "activation":
+        if calibration is None:
+            raise MRPError("activation features need a calibration batch (--data)")
+        out = activation_features(model, groups, calibration, pool=pool)
+    else:
+        raise MRPError(f"unknown features {features!r}")
+    for gid, f in zip(out.ids, out.rows):
+        if not bool(torch.isfinite(f).all()):
+            raise ModelError(f"group {gid!r} has NaN or Inf {'weights' if features == 'weight' else 'activations'}: "
+                             "cannot measure its redundancy")
+    if device is not None:
+        out = GroupFeatures(out.ids, tuple(r.to(device) for r in out.rows))
+    return out

@@ -1,0 +1,208 @@
+"""Channel groups: which output channels must be removed together.
+
+Torch-Pruning's ``DependencyGraph`` traces the model; every group it returns becomes
+a :class:`ChannelGroup`: a stable id (the name of its first producing layer in
+model order), its channel count, and every layer dimension it touches, as
+:class:`LayerSlice` records. The same traced forward pass records what the analytic
+cost model (:mod:`mrp_gpu.cost`) needs, so one trace gives both.
+
+Channels are numbered in the group's own index space: channel ``c`` of a group is
+position ``idxs[k]`` of a layer dimension wherever ``channel[k] == c``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+from torch_pruning.ops import OPTYPE
+
+from .cost import CallRecord, CostModel, build_cost_model, record_calls
+from .errors import ModelError
+
+__all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "example_input"]
+
+# Node types whose channel dimension is one: what enters is what leaves.
+_TWO_DIMS = {OPTYPE.CONV, OPTYPE.LINEAR}
+_REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.MHA: "nn.MultiheadAttention", OPTYPE.LSTM: "nn.LSTM",
+            OPTYPE.CUSTOMIZED: "customized layer"}
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSlice:
+    """One dimension of one layer that a group's channels run through.
+
+    Attributes
+    ----------
+    module : str
+        Qualified name of the module, or of the parameter for an unwrapped one.
+    optype : OPTYPE
+        Torch-Pruning's node type (CONV, BN, LINEAR, DEPTHWISE_CONV, PARAMETER, ...).
+    dim : str
+        ``"out"`` (the layer produces these channels) or ``"in"`` (it reads them).
+    idxs : np.ndarray
+        Positions in that dimension; ``channel[k]`` is the group channel of ``idxs[k]``.
+    channel : np.ndarray
+    pruning_dim : int
+        Tensor dimension Torch-Pruning slices, for unwrapped parameters and norms.
+    """
+
+    module: str
+    optype: OPTYPE
+    dim: str
+    idxs: np.ndarray
+    channel: np.ndarray
+    pruning_dim: int = -1
+
+    @property
+    def is_producer(self) -> bool:
+        """A convolution or linear layer whose filters make these channels."""
+        return self.dim == "out" and self.optype in (OPTYPE.CONV, OPTYPE.LINEAR, OPTYPE.DEPTHWISE_CONV)
+
+    @property
+    def is_consumer(self) -> bool:
+        """A convolution or linear layer that reads these channels."""
+        return self.dim == "in"
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelGroup:
+    """Output channels that are removed together (a layer, or layers joined by adds)."""
+
+    id: str
+    size: int
+    slices: tuple[LayerSlice, ...]
+
+    @property
+    def producers(self) -> tuple[LayerSlice, ...]:
+        return tuple(s for s in self.slices if s.is_producer)
+
+    @property
+    def consumers(self) -> tuple[LayerSlice, ...]:
+        return tuple(s for s in self.slices if s.is_consumer)
+
+    @property
+    def norms(self) -> tuple[LayerSlice, ...]:
+        """Affine normalisation layers (BN, GN, LN, IN) on these channels."""
+        return tuple(s for s in self.slices if s.optype in (OPTYPE.BN, OPTYPE.GN, OPTYPE.LN, OPTYPE.IN))
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelGroups:
+    """Every prunable group of a model, in model order, plus its cost model."""
+
+    groups: tuple[ChannelGroup, ...]
+    input_size: tuple[int, ...]
+    cost: CostModel = field(repr=False)
+    _index: dict = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", {g.id: i for i, g in enumerate(self.groups)})
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self.groups)
+
+    def __getitem__(self, key: str | int) -> ChannelGroup:
+        return self.groups[self._index[key]] if isinstance(key, str) else self.groups[int(key)]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def index(self, group_id: str) -> int:
+        return self._index[group_id]
+
+    @property
+    def ids(self) -> list[str]:
+        return [g.id for g in self.groups]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([g.size for g in self.groups], dtype=np.int64)
+
+
+def example_input(input_size, batch: int = 1, device="cpu") -> torch.Tensor:
+    """A fixed random batch of the model's input shape (seeded: traces are reproducible)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((batch, *input_size), generator=g).to(device)
+
+
+def _node_name(DG, node) -> str:
+    if node.type == OPTYPE.PARAMETER:
+        return DG._param_to_name[node.module]
+    return DG._module2name.get(node.module) or f"<{type(node.module).__name__}>"
+
+
+def _dim(DG, item) -> str:
+    node = item.dep.target
+    return "in" if node.type in _TWO_DIMS and DG.is_in_channel_pruning_fn(item.dep.handler) else "out"
+
+
+def _reaches_output(DG, item, output_fns) -> bool:
+    node = item.dep.target
+    return node.type == OPTYPE.OUTPUT or (node.grad_fn in output_fns and _dim(DG, item) == "out")
+
+
+def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups:
+    """Trace ``model`` once and return its prunable channel groups and cost model.
+
+    Groups whose channels reach the model's output (the classifier's logits) are
+    left out. The model is traced in eval mode and left unchanged.
+
+    Raises
+    ------
+    ModelError
+        When a group runs through a layer type mrp_gpu cannot prune, naming it.
+    """
+    was_training = model.training
+    x = example_input(input_size, device=device)
+    records: list[CallRecord] = []
+    outputs: list[torch.Tensor] = []
+
+    def forward_fn(m, inputs):
+        out = record_calls(m, inputs, records)
+        outputs.extend(tp.utils.flatten_as_list(out))
+        return out
+
+    try:
+        with torch.enable_grad():  # tracing follows autograd, even under an outer no_grad
+            DG = tp.DependencyGraph().build_dependency(model, x, forward_fn=forward_fn, verbose=False)
+        tp_groups = list(DG.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
+    finally:
+        model.train(was_training)
+
+    output_fns = {o.grad_fn for o in outputs if o.grad_fn is not None}
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    groups = []
+    for g in tp_groups:
+        if any(_reaches_output(DG, item, output_fns) for item in g.items):
+            continue  # the classifier's logits, or anything else the caller reads
+        slices = []
+        for item in g.items:
+            node = item.dep.target
+            if node.type in _REFUSED:
+                raise ModelError(
+                    f"cannot prune channels that run through {_REFUSED[node.type]} "
+                    f"{_node_name(DG, node)!r} ({type(node.module).__name__})")
+            if isinstance(node.module, tp.ops._ElementWiseOp) or node.type in (
+                    OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.RESHAPE, OPTYPE.UNBIND, OPTYPE.EXPAND, OPTYPE.SLICE):
+                continue  # no weights: the cost model follows these through the trace
+            slices.append(LayerSlice(_node_name(DG, node), node.type, _dim(DG, item),
+                                     np.asarray(item.idxs, dtype=np.int64),
+                                     np.asarray(item.root_idxs, dtype=np.int64), node.pruning_dim))
+        size = len(g[0].idxs)
+        producers = [s for s in slices if s.is_producer]
+        if not producers:
+            continue
+        first = min(producers, key=lambda s: order.get(s.module, len(order)))
+        groups.append((order.get(first.module, len(order)), ChannelGroup(first.module, size, tuple(slices)),
+                       [item for item in g.items]))
+    groups.sort(key=lambda t: t[0])
+    cost = build_cost_model(DG, records, [items for _, _, items in groups], model)
+    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost)

@@ -1,0 +1,392 @@
+"""Planners: from channel groups and a compression target to a :class:`PruningPlan`.
+
+``plan_mrp`` is Structural Redundancy Pruning (MRP_SPEC section 5): recompute
+redundancy, remove the most replaceable channel of the most redundant group, repeat
+until the target is met. ``plan_global`` and ``plan_uniform`` are the classic
+baselines: a global ranking of normalised static scores, or one ratio for every group.
+
+Every planner removes channels one quantum at a time and stops as soon as the
+target is met, so it lands as close above the target as the granularity allows.
+Costs are analytic (:class:`~mrp_gpu.cost.CostModel`): no forward pass per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import TargetError
+from .groups import ChannelGroups
+from .plan import PruningPlan
+from .similarity import similarity_edges, thresholds
+
+__all__ = ["Target", "Budget", "plan_global", "plan_uniform", "plan_mrp"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Fractions of MACs and/or parameters to remove (``0.5``: at least half)."""
+
+    flops: float | None = None
+    params: float | None = None
+
+    def __post_init__(self):
+        if self.flops is None and self.params is None:
+            raise TargetError("give a target: --target-flops and/or --target-params")
+        for name in ("flops", "params"):
+            v = getattr(self, name)
+            if v is not None and not 0 < v < 1:
+                raise TargetError(f"--target-{name} is the fraction to remove, in (0, 1); got {v}")
+
+    def met(self, macs_reduction: float, params_reduction: float) -> bool:
+        return ((self.flops is None or macs_reduction >= self.flops - 1e-12)
+                and (self.params is None or params_reduction >= self.params - 1e-12))
+
+    def describe(self) -> str:
+        parts = [f"{name} -{v:.1%}" for name, v in (("MACs", self.flops), ("params", self.params)) if v is not None]
+        return " and ".join(parts)
+
+
+class Budget:
+    """Kept channels per group, the running cost, and when to stop.
+
+    Parameters
+    ----------
+    groups : ChannelGroups
+    target : Target
+    min_channels : int or float
+        A count (>= 1) or a fraction (< 1) of each group's width that it keeps.
+    round_to : int
+        Kept counts stay multiples of this (or the full width).
+    step : int
+        Channels per removal, at least.
+    """
+
+    def __init__(self, groups: ChannelGroups, target: Target, *, min_channels: float = 1,
+                 round_to: int = 1, step: int = 1):
+        self.groups, self.target, self.round_to, self.step = groups, target, round_to, step
+        self.sizes = groups.sizes
+        if min_channels < 1:
+            self.mins = np.maximum(1, np.ceil(self.sizes * min_channels)).astype(np.int64)
+        else:
+            self.mins = np.minimum(self.sizes, int(min_channels))
+        if round_to > 1:  # the smallest count a group may reach must itself be a multiple
+            self.mins = np.where(self.sizes > round_to,
+                                 np.minimum(self.sizes, np.ceil(self.mins / round_to) * round_to), self.sizes)
+            self.mins = self.mins.astype(np.int64)
+        self.alive = [np.ones(n, dtype=bool) for n in self.sizes]
+        self.counts = self.sizes.copy()
+        self.macs0, self.params0 = groups.cost.macs(), groups.cost.params()
+        self.macs, self.params = self.macs0, self.params0
+        self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        macs, params = self.groups.cost.macs(self.mins), self.groups.cost.params(self.mins)
+        best_m, best_p = 1 - macs / self.macs0, 1 - params / self.params0
+        if not self.target.met(best_m, best_p):
+            raise TargetError(
+                f"target {self.target.describe()} cannot be reached: with every group at its minimum "
+                f"(min_channels, round_to) at most MACs -{best_m:.1%} and params -{best_p:.1%} can be removed")
+
+    def reductions(self) -> tuple[float, float]:
+        return 1 - self.macs / self.macs0, 1 - self.params / self.params0
+
+    def done(self) -> bool:
+        return self.target.met(*self.reductions())
+
+    def quantum(self, g: int) -> int:
+        """Channels group ``g`` loses at its next selection; 0 when it cannot shrink."""
+        n = int(self.counts[g])
+        if n <= self.mins[g]:
+            return 0
+        q = self.step
+        if self.round_to > 1:  # down to the next multiple at least `step` below
+            q = n - max(0, n - self.step) // self.round_to * self.round_to
+        return min(q, n - int(self.mins[g]))
+
+    def remove(self, g: int, channel: int) -> None:
+        if not self.alive[g][channel]:
+            raise ValueError(f"channel {channel} of group {self.groups[g].id} was already removed")
+        self.alive[g][channel] = False
+        self.counts[g] -= 1
+        self.macs, self.params = self.groups.cost.macs(self.counts), self.groups.cost.params(self.counts)
+
+    def to_plan(self, model: str, method: str, config: dict, trajectory=None, notes=None) -> PruningPlan:
+        kept = {g.id: tuple(np.flatnonzero(a).tolist()) for g, a in zip(self.groups, self.alive)
+                if not a.all()}
+        return PruningPlan(model=model, input_size=tuple(self.groups.input_size),
+                           sizes={g.id: g.size for g in self.groups}, kept=kept, method=method,
+                           config=config, macs_before=self.macs0, macs_after=self.macs,
+                           params_before=self.params0, params_after=self.params,
+                           trajectory=list(trajectory or []), notes=list(notes or []))
+
+
+def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,
+                method: str, min_channels: float = 1, config: dict | None = None) -> PruningPlan:
+    """Remove the channel with the lowest normalised score, model-wide, until the target is met."""
+    budget = Budget(groups, target, min_channels=min_channels)
+    flat = np.concatenate(scores)
+    owner = np.repeat(np.arange(len(groups)), budget.sizes)
+    local = np.concatenate([np.arange(n) for n in budget.sizes])
+    trajectory = []
+    for k in np.lexsort((owner, flat)):  # ties: earlier group first, deterministic
+        if budget.done():
+            break
+        g = owner[k]
+        if budget.quantum(g):
+            budget.remove(g, int(local[k]))
+            trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": int(local[k]),
+                               "macs": int(budget.macs), "params": int(budget.params)})
+    return budget.to_plan(model, method, config or {}, trajectory)
+
+
+def plan_uniform(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,
+                 method: str = "uniform", min_channels: float = 1, config: dict | None = None) -> PruningPlan:
+    """The same fraction removed from every group (lowest scores first inside each)."""
+    budget = Budget(groups, target, min_channels=min_channels)
+
+    def counts_at(frac: float) -> np.ndarray:
+        return np.maximum(budget.mins, budget.sizes - np.floor(budget.sizes * frac).astype(np.int64))
+
+    def met(frac: float) -> bool:
+        c = counts_at(frac)
+        return target.met(1 - groups.cost.macs(c) / budget.macs0, 1 - groups.cost.params(c) / budget.params0)
+
+    lo, hi = 0.0, 1.0  # reachable was checked: frac = 1 puts every group at its minimum
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if met(mid) else (mid, hi)
+    for g, n in enumerate(counts_at(hi)):
+        for c in np.argsort(scores[g], kind="stable")[: budget.sizes[g] - n]:
+            budget.remove(g, int(c))
+    return budget.to_plan(model, method, config or {})
+
+
+# ----------------------------------------------------------------------------- SRP
+class _Redundancy:
+    """Live similarity state of every group for the SRP loop.
+
+    Channels keep their original numbering: a removed channel becomes an isolated
+    vertex that no longer counts (``alive`` masks it), so removal never copies a
+    matrix. Weight features live as an unnormalised Gram matrix per group (float32);
+    removing
+    an *input* channel of a group's filters is a rank-k downdate (``G -= C C^T``, ``C``
+    the dropped weight columns), never a recomputation from the weights. Downdates
+    are queued and applied in one product when the group's similarity is next needed;
+    the normalised similarity and the edge list of each group are cached and rebuilt
+    only then. Thresholds ``tau_g`` are fixed from the unpruned model.
+    """
+
+    def __init__(self, model, groups: ChannelGroups, config, feats, device):
+        from .features import bn_scale, weight_matrix
+
+        self.groups, self.config, self.device, self.model = groups, config, device, model
+        self.tau = thresholds(feats, z=config.z, tau=config.tau, chance_degree=config.chance_degree,
+                              corrected_dim=config.corrected_dim)
+        self.alive = [np.ones(g.size, dtype=bool) for g in groups]
+        self.l1, self.scale, self.gram = [], [], []
+        for gi, g in enumerate(groups):
+            w = weight_matrix(model, g).to(device)
+            s = bn_scale(model, g)
+            self.l1.append(w.abs().sum(1).double().cpu().numpy())
+            self.scale.append(np.ones(g.size) if s is None else s.double().cpu().numpy())
+            if config.features == "weight":
+                x = torch.cat([w, s.to(device)[:, None]], 1) if (config.bn_scale and s is not None) else w
+            else:
+                x = feats.rows[gi].to(device)
+            self.gram.append((x @ x.T).float())
+        self.pending: list[list[torch.Tensor]] = [[] for _ in groups]  # queued dropped columns
+        self.sim: list[torch.Tensor | None] = [None] * len(groups)
+        self.edges: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(groups)
+        self.labels = [np.arange(g.size) for g in groups]
+        self.R = np.ones(len(groups))
+        # producer module -> (group index, its out slice): where a dropped input column lands
+        self.producer_of = {s.module: (gi, s) for gi, g in enumerate(groups) for s in g.producers}
+
+    def norms(self, g: int) -> np.ndarray:
+        return self.l1[g] * self.scale[g]
+
+    def flush(self, g: int) -> None:
+        """Apply queued downdates to group ``g`` (its similarity and edges are then rebuilt)."""
+        if self.pending[g]:
+            cols = torch.cat(self.pending[g], 1)
+            self.gram[g].sub_(cols @ cols.T)
+            self.pending[g] = []
+            self.sim[g] = self.edges[g] = None
+
+    def similarity(self, g: int) -> torch.Tensor:
+        """Cosine similarities of group ``g`` (rows and columns of removed channels are 0)."""
+        if self.sim[g] is None:
+            gram = self.gram[g]
+            d = gram.diagonal().clamp_min(0).sqrt()
+            inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+            inv *= torch.as_tensor(self.alive[g], device=inv.device)  # removed channels: zero rows
+            self.sim[g] = gram * inv[:, None] * inv[None, :]
+        return self.sim[g]
+
+    def refresh(self, which: list[int], flush: bool = True) -> None:
+        """Rebuild graphs where needed, then communities (one batched Louvain call) and R.
+
+        With ``flush=False`` queued downdates wait (the group's graph only loses the
+        channels removed since).
+        """
+        from .community import louvain_graph, union_graph
+
+        if not which:
+            return
+        parts, weights, offsets = [], [], [0]
+        for g in which:
+            if flush:
+                self.flush(g)
+            if self.edges[g] is None:
+                self.edges[g] = similarity_edges(self.similarity(g), self.tau[g], self.config.k_max)
+            ei, w = self.edges[g]
+            parts.append(ei + offsets[-1])
+            weights.append(w)
+            offsets.append(offsets[-1] + self.groups[g].size)
+        ptr = torch.tensor(offsets, device=self.device)
+        ug = union_graph(torch.cat(parts, 1), torch.cat(weights), offsets[-1], ptr)
+        labels = louvain_graph(ug, backend=self.config.backend, resolution=self.config.resolution,
+                               seed=self.config.seed).cpu().numpy()
+        for k, g in enumerate(which):
+            lab = labels[offsets[k]:offsets[k + 1]]
+            self.labels[g] = lab - lab.min()
+            live = self.labels[g][self.alive[g]]
+            self.R[g] = len(live) / len(np.unique(live)) if len(live) else 1.0
+
+    def remove(self, g: int, channel: int) -> list[int]:
+        """Drop ``channel`` of group ``g``; return the groups whose filters changed."""
+        self.alive[g][channel] = False
+        if self.sim[g] is not None:
+            self.sim[g][channel] = 0
+            self.sim[g][:, channel] = 0
+        if self.edges[g] is not None and self.config.k_max is None:
+            ei, w = self.edges[g]
+            keep = (ei[0] != channel) & (ei[1] != channel)
+            self.edges[g] = (ei[:, keep], w[keep])
+        else:  # a kNN graph: the neighbours of the removed channel pick new ones
+            self.edges[g] = None
+        if self.config.features != "weight":
+            return []
+        touched = []
+        for s in self.groups[g].consumers:
+            if s.module not in self.producer_of:
+                continue  # e.g. the classifier: its outputs are nobody's feature
+            h, out_slice = self.producer_of[s.module]
+            cols = self._dropped_columns(s, channel, out_slice)
+            if cols is None:
+                continue
+            self.pending[h].append(cols)
+            self.l1[h] = self.l1[h] - cols.abs().sum(1).cpu().numpy()
+            touched.append(h)
+        return sorted(set(touched))
+
+    def _dropped_columns(self, s, channel: int, out_slice) -> torch.Tensor | None:
+        """The weights of ``s.module`` that read ``channel``, one row per channel of its own group."""
+        pos = s.idxs[s.channel == channel]
+        if len(pos) == 0:
+            return None
+        m = self.model.get_submodule(s.module)
+        w = m.weight.detach()
+        if isinstance(m, torch.nn.modules.conv._ConvTransposeNd):
+            w = w.transpose(0, 1)
+        groups = getattr(m, "groups", 1)
+        if groups > 1:  # input i feeds only the filters of its own block
+            per_in, per_out = w.shape[1], w.shape[0] // groups
+            width = int(np.prod(w.shape[2:]))
+            cols = torch.zeros(w.shape[0], len(pos) * width, dtype=w.dtype, device=w.device)
+            for k, i in enumerate(pos.tolist()):
+                b, j = divmod(i, per_in)
+                rows = slice(b * per_out, (b + 1) * per_out)
+                cols[rows, k * width:(k + 1) * width] = w[rows, j].flatten(1)
+        else:
+            cols = w[:, torch.as_tensor(pos, device=w.device)].flatten(1)
+        order = out_slice.idxs[np.argsort(out_slice.channel, kind="stable")]  # producer rows in group order
+        return cols[torch.as_tensor(order, device=cols.device)].float().to(self.device)
+
+
+def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name: str = "model",
+             progress: bool = False, calibration=None) -> PruningPlan:
+    """Structural Redundancy Pruning driven by community redundancy (MRP_SPEC section 5).
+
+    Every iteration picks the group with the highest score (``R_g``, or ``R_g`` times
+    the MACs one of its channels saves, normalised, with ``cost_aware``), removes the
+    most replaceable channel(s) of its largest community, updates the costs
+    analytically, and recomputes that group's graph and communities. In weight mode
+    the groups whose filters read the removed channel are updated too (their Gram
+    matrices at once, their communities every ``refresh_every`` steps). When no group
+    that may still shrink has a community of two, the smallest-norm channel of the
+    group with the largest MACs share goes instead (a *fallback* step, counted in the
+    plan's notes).
+    """
+    from tqdm.auto import tqdm
+
+    from .features import compute_features
+    from .finetune import resolve_device
+    from .redundancy import largest_community, most_replaceable
+
+    device = resolve_device(config.device)
+    budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
+    feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
+                             calibration=calibration, pool=config.pool, device=device)
+    state = _Redundancy(model, groups, config, feats, device)
+    state.refresh(list(range(len(groups))))
+    R0 = state.R.copy()
+    trajectory, stale, fallbacks, it = [], set(), 0, 0
+    goal = target.flops if target.flops is not None else target.params
+    bar = tqdm(total=1000, desc="MRP", disable=not progress, leave=False)
+    while not budget.done():
+        quanta = np.array([budget.quantum(g) for g in range(len(groups))])
+        candidates = np.flatnonzero(quanta > 0)
+        if len(candidates) == 0:  # cannot happen after the reachability check; guard anyway
+            raise TargetError("no group can shrink further before the target is met")
+        savings = groups.cost.savings(budget.counts)
+        score = state.R.copy()
+        if config.cost_aware:
+            score = score * savings / max(savings[candidates].max(), 1e-12)
+        cand_score = score[candidates]
+        g = int(candidates[np.argmax(cand_score)])  # ties: the earlier group
+        fallback = state.R[candidates].max() <= 1.0
+        if fallback:
+            share = savings * budget.counts
+            g = int(candidates[np.argmax(share[candidates])])
+        r_before, chosen = float(state.R[g]), []
+        for _ in range(int(quanta[g])):
+            live = np.flatnonzero(state.alive[g])
+            labels = state.labels[g][live]
+            if fallback or len(np.unique(labels)) == len(labels):
+                channel, size = int(live[np.argmin(state.norms(g)[live])]), 1
+            else:
+                members = live[largest_community(labels)]
+                channel = int(most_replaceable(config.replace, members, state.similarity(g),
+                                               state.norms(g), state.gram[g])[0])
+                size = len(members)
+            chosen.append((channel, size))
+            stale.update(state.remove(g, channel))
+            budget.remove(g, channel)
+        it += 1
+        if it % config.refresh_every == 0:  # every group whose filters lost inputs since, with g
+            state.refresh(sorted(stale | {g}))
+            stale.clear()
+        else:
+            state.refresh([g], flush=False)
+        fallbacks += int(fallback)
+        macs_red, params_red = budget.reductions()
+        for channel, size in chosen:
+            trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": channel,
+                               "community_size": size, "R_before": round(r_before, 6),
+                               "R_after": round(float(state.R[g]), 6), "score": round(float(score[g]), 6),
+                               "best_score": round(float(cand_score.max()), 6), "fallback": bool(fallback),
+                               "macs": int(budget.macs), "params": int(budget.params)})
+        done = macs_red if target.flops is not None else params_red
+        bar.update(max(0, int(1000 * min(done / goal, 1.0)) - bar.n))
+    bar.close()
+    notes = []
+    if fallbacks:
+        notes.append(f"{fallbacks} of {it} iterations fell back to the smallest-norm channel of the group with "
+                     "the largest MACs share: no group that could still shrink had a community of two or more")
+    cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist())),
+                              "redundancy_after": dict(zip(groups.ids, np.round(state.R, 6).tolist()))}
+    return budget.to_plan(model_name, "mrp", cfg, trajectory, notes)

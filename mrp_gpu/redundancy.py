@@ -1,0 +1,130 @@
+"""Redundancy of every group and replaceability of its channels (MRP_SPEC section 4).
+
+``R_g = N_g / C_g``, the mean community size, isolated channels counting as
+communities of one: ``R_g = 1`` means every channel plays a role of its own. Inside
+a community the *most replaceable* channel is chosen by one of the rules below; a
+channel alone in its community is never a candidate.
+
+Rules (``MRPConfig.replace``), each ranking the members of one community:
+
+``norm-in-community``
+    smallest BN-scaled L1 norm (the community says where, the norm says which);
+``mean-sim``
+    highest mean similarity to the other members, ties to the smaller norm;
+``nearest``
+    highest similarity to its closest other member;
+``reconstruction``
+    smallest least-squares error when rebuilt from the other members' features.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import atomic_write_text
+
+__all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable"]
+
+
+@dataclass(frozen=True)
+class LayerRedundancy:
+    """Redundancy of one channel group."""
+
+    group: str
+    channels: int
+    communities: int
+    redundancy: float
+    modularity: float
+    edges: int
+    tau: float
+    largest: int
+    labels: tuple[int, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RedundancyReport:
+    """What ``mrp_gpu.analyze`` returns: one record per group, the config, stage timings."""
+
+    layers: tuple[LayerRedundancy, ...]
+    config: dict
+    timings: dict
+
+    def __getitem__(self, group: str) -> LayerRedundancy:
+        for r in self.layers:
+            if r.group == group:
+                return r
+        raise KeyError(group)
+
+    @property
+    def redundancy(self) -> dict[str, float]:
+        return {r.group: r.redundancy for r in self.layers}
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "timings": self.timings,
+                "layers": [{k: v for k, v in asdict(r).items() if k != "labels"} | {"labels": list(r.labels)}
+                           for r in self.layers]}
+
+    def save_json(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+
+def layer_records(ids, ptr, labels, edges_per_graph, modularity, taus) -> tuple[LayerRedundancy, ...]:
+    """Per-group records from batch-wide community labels."""
+    ptr, labels = ptr.tolist(), labels.cpu().numpy()
+    out = []
+    for g, gid in enumerate(ids):
+        lab = labels[ptr[g]:ptr[g + 1]]
+        _, local, sizes = np.unique(lab, return_inverse=True, return_counts=True)
+        n, c = len(lab), len(sizes)
+        out.append(LayerRedundancy(gid, n, c, n / c if c else 1.0, float(modularity[g]), int(edges_per_graph[g]),
+                                   float(taus[g]), int(sizes.max()) if c else 0, tuple(local.tolist())))
+    return tuple(out)
+
+
+def largest_community(labels: np.ndarray) -> np.ndarray:
+    """Positions of the members of the largest community (ties: the lowest label)."""
+    values, counts = np.unique(labels, return_counts=True)
+    return np.flatnonzero(labels == values[np.argmax(counts)])
+
+
+def most_replaceable(rule: str, members: np.ndarray, sim: torch.Tensor, norms: np.ndarray,
+                     gram: torch.Tensor | None = None, k: int = 1) -> np.ndarray:
+    """The ``k`` most replaceable of ``members`` (positions), most replaceable first.
+
+    Parameters
+    ----------
+    rule : str
+        One of the rules of the module docstring.
+    members : ndarray
+        Positions of one community's channels (at least two).
+    sim : Tensor [N, N]
+        Cosine similarities of the group's live channels.
+    norms : ndarray [N]
+        BN-scaled L1 norms (the tie-breaker of every rule).
+    gram : Tensor [N, N], optional
+        Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
+    """
+    idx = torch.as_tensor(members, device=sim.device)
+    sub = sim[idx][:, idx].double()
+    s = len(members)
+    off = ~torch.eye(s, dtype=torch.bool, device=sim.device)
+    if rule == "norm-in-community":
+        score = -norms[members]
+    elif rule == "mean-sim":
+        score = ((sub * off).sum(1) / max(s - 1, 1)).cpu().numpy()
+    elif rule == "nearest":
+        score = sub.masked_fill(~off, -torch.inf).max(1).values.cpu().numpy()
+    elif rule == "reconstruction":
+        g = (gram[idx][:, idx].double() if gram is not None else sub)
+        g = g + 1e-6 * g.diagonal().mean() * torch.eye(s, dtype=g.dtype, device=g.device)
+        err = 1.0 / torch.linalg.inv(g).diagonal()  # residual of regressing each on the others
+        score = -(err / g.diagonal()).cpu().numpy()  # relative error: scale-free
+    else:
+        raise ValueError(f"unknown replace rule {rule!r}")
+    order = np.lexsort((norms[members], -np.asarray(score)))  # best score, then smaller norm
+    return members[order[:k]]

@@ -1,0 +1,138 @@
+"""``report.md`` and its plots: what MRP found and what it removed.
+
+Plots (PNG, matplotlib's Agg backend, no display needed):
+
+* ``redundancy.png``: redundancy ``R`` per layer before and after pruning;
+* ``channels.png``: channels kept per layer against the original widths;
+* ``trajectory.png``: ``R`` of the group pruned at each step (the most redundant
+  one) and the MACs reduction, over the iterations.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from .io import atomic_write_bytes, atomic_write_text
+from .plan import PruningPlan
+from .redundancy import RedundancyReport
+
+__all__ = ["plot_redundancy", "plot_channels", "plot_trajectory", "plot_report", "write_report"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _short(names: list[str]) -> list[str]:
+    return [n if len(n) <= 22 else "…" + n[-21:] for n in names]
+
+
+def plot_redundancy(path, groups: list[str], before: list[float], after: list[float] | None = None,
+                    title: str = "Redundancy per layer") -> None:
+    """Bar chart of ``R`` per group (and after pruning, when given)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(groups) + 2), 4))
+    x = range(len(groups))
+    width = 0.4 if after is not None else 0.8
+    ax.bar([i - (width / 2 if after is not None else 0) for i in x], before, width, label="before", color="#4C72B0")
+    if after is not None:
+        ax.bar([i + width / 2 for i in x], after, width, label="after", color="#DD8452")
+        ax.legend()
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(list(x), _short(groups), rotation=90, fontsize=7)
+    ax.set_ylabel("R = channels / communities")
+    ax.set_title(title)
+    _save(fig, Path(path))
+
+
+def plot_channels(path, plan: PruningPlan) -> None:
+    """Original width and kept channels per group."""
+    plt = _pyplot()
+    ids = list(plan.sizes)
+    sizes = [plan.sizes[g] for g in ids]
+    kept = [plan.kept_count(g) for g in ids]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(ids) + 2), 4))
+    x = list(range(len(ids)))
+    ax.bar(x, sizes, 0.8, color="#D0D0D0", label="original")
+    ax.bar(x, kept, 0.8, color="#55A868", label="kept")
+    for i, (s, k) in enumerate(zip(sizes, kept)):
+        ax.text(i, k, f"{k / s:.0%}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, _short(ids), rotation=90, fontsize=7)
+    ax.set_ylabel("channels")
+    ax.set_title("Channels kept per layer (MRP chose the ratios)")
+    ax.legend()
+    _save(fig, Path(path))
+
+
+def plot_trajectory(path, plan: PruningPlan) -> None:
+    """``R`` of the pruned (most redundant) group per step, and the MACs reduction."""
+    plt = _pyplot()
+    steps = [t["step"] for t in plan.trajectory]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [t["R_before"] for t in plan.trajectory], lw=1, color="#4C72B0")
+    ax.set_xlabel("step (channels removed)")
+    ax.set_ylabel("R of the most redundant layer", color="#4C72B0")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [1 - t["macs"] / plan.macs_before for t in plan.trajectory], color="#C44E52", lw=1)
+    ax2.set_ylabel("MACs removed", color="#C44E52")
+    ax2.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set_title("SRP trajectory")
+    _save(fig, Path(path))
+
+
+def write_report(directory, plan: PruningPlan, summary: dict) -> str:
+    """Write ``report.md`` and the three plots into ``directory``; return the report's name."""
+    directory = Path(directory)
+    ids = list(plan.sizes)
+    before = plan.config.get("redundancy_before", {})
+    after = plan.config.get("redundancy_after", {})
+    if before:
+        plot_redundancy(directory / "redundancy.png", ids, [before.get(g, 1.0) for g in ids],
+                        [after.get(g, 1.0) for g in ids])
+    plot_channels(directory / "channels.png", plan)
+    if plan.trajectory:
+        plot_trajectory(directory / "trajectory.png", plan)
+    lines = [f"# MRP pruning report: {plan.model}", "",
+             "| | before | after | change |", "|---|---|---|---|",
+             f"| MACs | {plan.macs_before:,} | {plan.macs_after:,} | -{plan.macs_reduction:.2%} |",
+             f"| parameters | {plan.params_before:,} | {plan.params_after:,} | -{plan.params_reduction:.2%} |"]
+    if "accuracy_before" in summary:
+        lines.append(f"| accuracy ({summary['data']}, no retraining) | {summary['accuracy_before']:.2%} | "
+                     f"{summary['accuracy_after_no_retraining']:.2%} | "
+                     f"{(summary['accuracy_after_no_retraining'] - summary['accuracy_before']) * 100:+.2f} pt |")
+    lines += ["", f"Masked and sliced outputs agree to {summary.get('max_abs_diff_masked_vs_sliced', 0):.2e} "
+              f"(max abs). Planning took {summary.get('seconds', 0):.2f} s over {len(plan.trajectory)} steps.", ""]
+    lines += [f"- {n}" for n in plan.notes] + ([""] if plan.notes else [])
+    lines += ["## Plots", ""]
+    if before:
+        lines += ["![redundancy per layer](redundancy.png)", ""]
+    lines += ["![channels kept](channels.png)", ""]
+    if plan.trajectory:
+        lines += ["![trajectory](trajectory.png)", ""]
+    lines += ["## Layers", "", "| group | channels | kept | R before | R after |", "|---|---|---|---|---|"]
+    for g in ids:
+        k = plan.kept_count(g)
+        lines.append(f"| `{g}` | {plan.sizes[g]} | {k} ({k / plan.sizes[g]:.0%}) | "
+                     f"{before.get(g, float('nan')):.2f} | {after.get(g, float('nan')):.2f} |")
+    cfg = {k: v for k, v in plan.config.items() if not k.startswith("redundancy_")}
+    lines += ["", "## Configuration", "", "```", *(f"{k}: {v}" for k, v in cfg.items()), "```", ""]
+    atomic_write_text(directory / "report.md", "\n".join(lines))
+    return "report.md"
+
+
+def plot_report(report: RedundancyReport, path) -> None:
+    """The ``analyze --plot`` chart: redundancy per group of one analysis."""
+    plot_redundancy(path, [r.group for r in report.layers], [r.redundancy for r in report.layers])

@@ -1,0 +1,127 @@
+"""Similarity graphs of every group, as one batched graph.
+
+Group ``g``'s graph has a vertex per channel and an edge ``(i, j)`` of weight
+``S_ij = <f_i, f_j>`` (the features are L2-normalised, so ``S`` is the cosine) when
+``S_ij >= tau_g``. By default ``tau_g = z / sqrt(d_g)``: the cosine of two random
+vectors in ``d`` dimensions is about ``N(0, 1/d)``, so ``z`` measures "how far above
+chance" with one number for layers of any width or kernel size (MRP_SPEC section 2).
+With ``k_max`` each channel keeps at most its ``k_max`` strongest neighbours (the
+union of both directions is kept, so the graph stays undirected). Edges need a
+positive weight; channels without edges stay as isolated vertices.
+
+The batch is returned in the PyTorch Geometric convention: ``edge_index`` (2 x E,
+both directions), ``edge_weight``, ``ptr``, on the device the features are on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import torch
+
+from .features import GroupFeatures
+
+__all__ = ["BatchedGraph", "effective_dim", "chance_z", "thresholds", "similarity_edges", "group_edges", "build_graphs"]
+
+
+@dataclass(frozen=True, eq=False)
+class BatchedGraph:
+    """All groups' similarity graphs side by side (node offsets in ``ptr``)."""
+
+    ids: tuple[str, ...]
+    edge_index: torch.Tensor  # [2, E], both directions
+    edge_weight: torch.Tensor  # [E]
+    ptr: torch.Tensor  # [G + 1]
+    tau: tuple[float, ...]
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.ptr[-1])
+
+    @property
+    def num_edges(self) -> int:
+        """Undirected edges."""
+        return self.edge_index.shape[1] // 2
+
+    def edges_per_graph(self) -> torch.Tensor:
+        gid = torch.bucketize(self.edge_index[0], self.ptr[1:], right=True)
+        return torch.bincount(gid, minlength=len(self.ids)) // 2
+
+
+def effective_dim(f: torch.Tensor) -> float:
+    """Participation ratio ``1 / sum_j v_j^2`` of L2-normalised rows, ``v_j = mean_i f_ij^2``.
+
+    Two independent random rows whose coordinates have variances ``v_j`` have a
+    cosine of variance ``sum v_j^2`` (``sum v_j = 1``): this is the dimension the chance
+    model must use. It equals ``d`` for isotropic rows and is smaller when a few
+    coordinates carry most of the energy (a 1x1 shortcut beside 3x3 convs, dead inputs).
+    """
+    v = (f.double() ** 2).mean(0)
+    total = float(v.sum())
+    return total * total / float((v * v).sum()) if total > 0 else 1.0
+
+
+def chance_z(n: int, chance_degree: float) -> float:
+    """The z at which a channel of an ``n``-channel group has ``chance_degree`` chance neighbours."""
+    p = min(0.5, chance_degree / max(n - 1, 1))
+    return NormalDist().inv_cdf(1.0 - p)
+
+
+def thresholds(features: GroupFeatures, *, z: float | None = None, tau: float | None = None,
+               chance_degree: float = 0.05, corrected_dim: bool = True) -> list[float]:
+    """``tau_g`` for every group.
+
+    An absolute ``tau`` wins. Otherwise ``tau_g = z_g / sqrt(d_g)``, with ``z_g = z`` when
+    given, else the z at which each channel expects ``chance_degree`` neighbours by chance
+    among its group's ``N_g - 1`` others (so wide layers are not flooded by chance
+    edges), and ``d_g`` the participation ratio of the features (``corrected_dim``) or
+    their raw length.
+    """
+    if tau is not None:
+        return [float(tau)] * len(features)
+    out = []
+    for f in features.rows:
+        d = effective_dim(f) if corrected_dim else f.shape[1]
+        zg = z if z is not None else chance_z(f.shape[0], chance_degree)
+        out.append(zg / math.sqrt(max(d, 1.0)))
+    return out
+
+
+def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed edges ``(i, j)`` (both directions present) and weights from a similarity matrix."""
+    n = s.shape[0]
+    keep = (s >= tau) & (s > 0)
+    keep.fill_diagonal_(False)
+    if k_max is not None and k_max < n - 1:
+        masked = torch.where(keep, s, torch.full_like(s, -torch.inf))
+        _, nbr = masked.topk(k_max, dim=1)
+        top = torch.zeros_like(keep)
+        top.scatter_(1, nbr, True)
+        top &= keep
+        keep = top | top.T  # union of both directions
+    i, j = keep.nonzero(as_tuple=True)
+    return torch.stack([i, j]), s[i, j]
+
+
+def group_edges(f: torch.Tensor, tau: float, k_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges of one group's graph from its L2-normalised features."""
+    return similarity_edges(f @ f.T, tau, k_max)
+
+
+def build_graphs(features: GroupFeatures, *, z: float | None = None, tau: float | None = None,
+                 k_max: int | None = None, chance_degree: float = 0.05,
+                 corrected_dim: bool = True) -> BatchedGraph:
+    """One batched similarity graph for all groups (see the module docstring)."""
+    taus = thresholds(features, z=z, tau=tau, chance_degree=chance_degree, corrected_dim=corrected_dim)
+    device = features.rows[0].device if len(features) else torch.device("cpu")
+    parts, weights, offsets = [], [], [0]
+    for f, t in zip(features.rows, taus):
+        ei, w = group_edges(f, t, k_max)
+        parts.append(ei + offsets[-1])
+        weights.append(w)
+        offsets.append(offsets[-1] + f.shape[0])
+    edge_index = torch.cat(parts, 1) if parts else torch.zeros(2, 0, dtype=torch.long, device=device)
+    edge_weight = torch.cat(weights) if weights else torch.zeros(0, device=device)
+    return BatchedGraph(features.ids, edge_index, edge_weight, torch.tensor(offsets, device=device), tuple(taus))

@@ -1,0 +1,38 @@
+"""Test configuration: ``gpu`` tests skip cleanly without CUDA; shared small fixtures."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def resnet20():
+    from mrp_gpu.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("resnet20")
+
+
+@pytest.fixture(scope="session")
+def resnet20_groups(resnet20):
+    from mrp_gpu.groups import build_groups
+
+    return build_groups(resnet20, (3, 32, 32))
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRP_GPU_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

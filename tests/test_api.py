@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import mrp_gpu
+from mrp_gpu.cli import main
+from mrp_gpu.config import MRPConfig
+from mrp_gpu.errors import ModelError, MRPError
+from mrp_gpu.models import create_model
+
+
+@pytest.mark.parametrize("name,size", [("resnet20", (3, 32, 32)), ("resnet56", (3, 32, 32)),
+                                       ("resnet50", (3, 64, 64)), ("mobilenet_v2", (3, 64, 64))])
+def test_random_weights_show_no_redundancy(name, size):
+    torch.manual_seed(0)
+    report = mrp_gpu.analyze(create_model(name), size)
+    r = np.array([layer.redundancy for layer in report.layers])
+    assert r.min() >= 1.0 and r.max() <= 1.15, dict(zip([x.group for x in report.layers], r.round(3)))
+
+
+def test_structure_is_found_where_there_is_some(resnet20):
+    model = create_model("resnet20")
+    model.load_state_dict(resnet20.state_dict())
+    w = model.layer3[1].conv1.weight.data  # 64 filters: make 8 families of near-copies
+    base = w[:8].clone()
+    w.copy_(base.repeat(8, 1, 1, 1) + 0.05 * base.std() * torch.randn_like(w))
+    report = mrp_gpu.analyze(model, (3, 32, 32))
+    layer = report["layer3.1.conv1"]
+    assert layer.communities == 8 and layer.redundancy == 8.0
+    assert report["layer3.2.conv1"].redundancy < 1.15
+
+
+def test_report_records_and_json(tmp_path, resnet20):
+    report = mrp_gpu.analyze(resnet20, (3, 32, 32), MRPConfig(backend="torch"))
+    assert [r.group for r in report.layers] == mrp_gpu.groups.build_groups(resnet20, (3, 32, 32)).ids
+    assert set(report.timings) >= {"features", "similarity", "louvain", "redundancy"}
+    report.save_json(tmp_path / "r.json")
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["config"]["backend"] == "torch" and len(d["layers"]) == 12
+    assert all(len(x["labels"]) == x["channels"] for x in d["layers"])
+
+
+def test_analyze_cli_resnet56(tmp_path, capsys):
+    assert main(["analyze", "resnet56", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 0
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert len(d["layers"]) == 30 and (tmp_path / "r.png").stat().st_size > 1000
+    assert "redundancy" in capsys.readouterr().out
+
+
+def test_nan_weights_are_named(resnet20):
+    model = create_model("resnet20")
+    model.load_state_dict(resnet20.state_dict())
+    model.layer2[0].conv1.weight.data[3, 0, 0, 0] = float("nan")
+    with pytest.raises(ModelError, match="layer2.0.conv1.*NaN or Inf"):
+        mrp_gpu.analyze(model, (3, 32, 32))
+
+
+def test_config_validation_and_round_trip():
+    c = MRPConfig(z=2.5, k_max=8, min_channels=0.25)
+    assert MRPConfig.from_dict(c.to_dict()) == c
+    for bad in (dict(features="pixels"), dict(tau=2.0), dict(step=0), dict(min_channels=0), dict(z=-1)):
+        with pytest.raises(MRPError):
+            MRPConfig(**bad)
+    with pytest.raises(MRPError, match="unknown config field"):
+        MRPConfig.from_dict({"zz": 1})

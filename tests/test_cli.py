@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+import torch_pruning as tp
+
+from mrp_gpu.cli import main
+from mrp_gpu.executor import load_pruned
+from mrp_gpu.groups import example_input
+
+
+def test_prune_l1_resnet56_and_reload(tmp_path, capsys):
+    out = tmp_path / "D"
+    assert main(["prune", "resnet56", "--method", "l1", "--target-flops", "0.5", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.50 <= summary["macs_reduction"] <= 0.55
+    assert summary["max_abs_diff_masked_vs_sliced"] < 1e-3
+    for f in ("plan.json", "model.safetensors", "arch.json", "summary.json"):
+        assert (out / f).is_file()
+    model = load_pruned(out)
+    x = example_input((3, 32, 32))
+    assert tp.utils.count_ops_and_params(model, x)[0] == summary["macs_after"]
+    assert "MACs" in capsys.readouterr().out
+
+
+def test_apply_reproduces_a_saved_plan(tmp_path, resnet20):
+    a, b, w = tmp_path / "a", tmp_path / "b", tmp_path / "w.pt"
+    torch.save(resnet20.state_dict(), w)
+    assert main(["prune", "resnet20", "--weights", str(w), "--method", "fpgm", "--target-flops", "0.3",
+                 "--out", str(a)]) == 0
+    assert main(["apply", str(a / "plan.json"), "--model", "resnet20", "--weights", str(w), "--out", str(b)]) == 0
+    x = example_input((3, 32, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(load_pruned(a)(x), load_pruned(b)(x))
+
+
+def _fails(argv, capsys, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_gives_one_clear_message_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--method", "l1", "--out", str(out)]
+    _fails(["prune", "resnet57", "--target-flops", "0.5", *base], capsys, "unknown model 'resnet57'")
+    _fails(["prune", "resnet20", "--weights", str(tmp_path / "no.pt"), "--target-flops", "0.5", *base], capsys,
+           "does not exist")
+    other = tmp_path / "r32.pt"
+    from mrp_gpu.models import create_model
+
+    torch.save(create_model("resnet32").state_dict(), other)
+    _fails(["prune", "resnet20", "--weights", str(other), "--target-flops", "0.5", *base], capsys,
+           "does not fit")
+    _fails(["prune", "resnet20", "--target-flops", "0.95", "--min-channels", "0.5", *base], capsys,
+           "cannot be reached")
+    bad_plan = tmp_path / "plan.json"
+    bad_plan.write_text('{"version": 1, "model": "resnet20", "input_size": [3, 32, 32], "sizes": {"conv1": 16},'
+                        ' "kept": {"conv1": [0, 99]}, "method": "l1"}')
+    _fails(["apply", str(bad_plan), "--model", "resnet20", "--out", str(out)], capsys, "index 99 out of range")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json", "r32.pt"]  # no half-written --out
+
+
+def test_existing_out_needs_force(tmp_path, capsys):
+    out = tmp_path / "D"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _fails(["prune", "resnet20", "--method", "l1", "--target-flops", "0.2", "--out", str(out)], capsys, "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["prune", "--help"]])
+def test_help_and_version(argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0

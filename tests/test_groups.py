@@ -1,0 +1,46 @@
+import torch
+from torch_pruning.ops import OPTYPE
+
+from mrp_gpu.groups import build_groups
+from mrp_gpu.models import create_model
+
+
+def test_resnet20_groups(resnet20_groups):
+    g = resnet20_groups
+    # 9 inner groups (conv1 of each block) + 3 residual stages; the classifier's logits are no group
+    assert len(g) == 12
+    assert g.ids[0] == "conv1" and "fc" not in g
+    stage1 = g["conv1"]
+    assert stage1.size == 16
+    assert {s.module for s in stage1.producers} == {"conv1", "layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"}
+    consumers = {s.module for s in stage1.consumers}
+    assert {"layer1.0.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"} <= consumers
+    last = g["layer3.0.conv2"]  # the last residual stage feeds the classifier as a consumer
+    assert "fc" in {s.module for s in last.consumers}
+    assert all(len(s.idxs) == s_.size for s_ in g for s in s_.slices if s.optype != OPTYPE.LINEAR)
+
+
+def test_ids_are_stable_and_in_model_order(resnet20):
+    a = build_groups(resnet20, (3, 32, 32)).ids
+    b = build_groups(create_model("resnet20"), (3, 32, 32)).ids
+    assert a == b
+    order = [n for n, _ in resnet20.named_modules()]
+    assert a == sorted(a, key=order.index)
+
+
+def test_depthwise_convs_join_their_input_group():
+    g = build_groups(create_model("mobilenet_v2"), (3, 64, 64))
+    dw = [s for grp in g for s in grp.slices if s.optype == OPTYPE.DEPTHWISE_CONV]
+    assert dw, "the depthwise convolutions belong to the group of the channels they filter"
+    assert all(s.dim == "out" for s in dw)
+
+
+def test_tracing_leaves_the_model_as_it_was(resnet20):
+    resnet20.train()
+    before = {k: v.clone() for k, v in resnet20.state_dict().items()}
+    with torch.no_grad():  # tracing needs autograd and must turn it on itself
+        build_groups(resnet20, (3, 32, 32))
+    assert resnet20.training
+    resnet20.eval()
+    for k, v in resnet20.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -1,0 +1,81 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mrp_gpu.features import GroupFeatures, normalize_rows
+from mrp_gpu.similarity import build_graphs, chance_z, effective_dim, thresholds
+
+
+def _oracle(f: np.ndarray, tau: float, k_max=None) -> set:
+    """float64 numpy: edges (i, j), i != j, S >= tau and S > 0, top-k union."""
+    s = f @ f.T
+    n = len(f)
+    keep = (s >= tau) & (s > 0) & ~np.eye(n, dtype=bool)
+    if k_max is not None and k_max < n - 1:
+        masked = np.where(keep, s, -np.inf)
+        top = np.zeros_like(keep)
+        nbr = np.argsort(-masked, axis=1, kind="stable")[:, :k_max]
+        np.put_along_axis(top, nbr, True, axis=1)
+        keep = (top & keep) | (top & keep).T
+    return {(int(i), int(j)) for i, j in zip(*np.nonzero(keep))}
+
+
+def _features(seed=0, sizes=((12, 20), (30, 9), (5, 40))):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for n, d in sizes:
+        base = torch.randn(3, d, generator=g)
+        x = base[torch.randint(0, 3, (n,), generator=g)] + 0.7 * torch.randn(n, d, generator=g)
+        rows.append(normalize_rows(x.double()))
+    return GroupFeatures(tuple(f"g{i}" for i in range(len(rows))), tuple(rows))
+
+
+@pytest.mark.parametrize("tau,k_max", [(0.3, None), (0.5, 3), (-1.0, 4)])
+def test_edges_match_a_float64_oracle(tau, k_max):
+    feats = _features()
+    graph = build_graphs(feats, tau=tau, k_max=k_max)
+    ptr = graph.ptr.tolist()
+    for g, f in enumerate(feats.rows):
+        lo, hi = ptr[g], ptr[g + 1]
+        sel = (graph.edge_index[0] >= lo) & (graph.edge_index[0] < hi)
+        got = {(i - lo, j - lo) for i, j in graph.edge_index[:, sel].T.tolist()}
+        assert got == _oracle(f.numpy(), tau, k_max)
+        w = graph.edge_weight[sel]
+        i, j = graph.edge_index[:, sel] - lo
+        assert torch.allclose(w.double(), (f[i] * f[j]).sum(1))
+    # PyG convention: both directions present, no self loops
+    pairs = set(map(tuple, graph.edge_index.T.tolist()))
+    assert all((j, i) in pairs for i, j in pairs) and all(i != j for i, j in pairs)
+    assert graph.num_nodes == sum(f.shape[0] for f in feats.rows)
+
+
+def test_isolated_channels_stay_vertices():
+    f = normalize_rows(torch.eye(4, dtype=torch.float64))  # orthogonal: no edge at all
+    graph = build_graphs(GroupFeatures(("a",), (f,)), tau=0.1)
+    assert graph.num_edges == 0 and graph.num_nodes == 4
+
+
+def test_default_threshold_is_chance_corrected():
+    # isotropic random rows: the participation ratio is close to d
+    f = normalize_rows(torch.randn(2000, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    assert effective_dim(f) == pytest.approx(64, rel=0.1)
+    # one coordinate carrying most energy shrinks it
+    skew = f.clone()
+    skew[:, 0] *= 10
+    assert effective_dim(normalize_rows(skew)) < 10
+    # wider groups need a larger z for the same chance degree
+    assert chance_z(16, 0.05) < chance_z(64, 0.05) < chance_z(2048, 0.05)
+    assert chance_z(64, 0.05) == pytest.approx(3.16, abs=0.02)
+    feats = GroupFeatures(("a",), (f,))
+    assert thresholds(feats, z=3.0, corrected_dim=False) == [3.0 / math.sqrt(64)]
+    assert thresholds(feats, tau=0.25) == [0.25]
+
+
+def test_random_directions_give_few_chance_edges():
+    g = torch.Generator().manual_seed(1)
+    rows = tuple(normalize_rows(torch.randn(n, 144, generator=g)) for n in (16, 64, 256, 1024))
+    graph = build_graphs(GroupFeatures(tuple("abcd"), rows))
+    per_node = graph.edges_per_graph().double() * 2 / torch.tensor([16, 64, 256, 1024])
+    assert (per_node < 0.2).all(), per_node  # about chance_degree = 0.05 expected
