@@ -40,7 +40,8 @@ def redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None = None) 
     sw = stopwatch or Stopwatch(feats.rows[0].device if len(feats) else "cpu")
     with sw.lap("similarity"):
         graph = build_graphs(feats, z=config.z, tau=config.tau, k_max=config.k_max,
-                             chance_degree=config.chance_degree, corrected_dim=config.corrected_dim)
+                             chance_degree=config.chance_degree, corrected_dim=config.corrected_dim,
+                             engine=config.similarity)
     with sw.lap("louvain"):
         ug = union_graph(graph.edge_index, graph.edge_weight, graph.num_nodes, graph.ptr)
         labels = louvain_graph(ug, backend=config.backend, resolution=config.resolution, seed=config.seed)

@@ -82,6 +82,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau", type=float, help="absolute cosine threshold for every group (overrides --z)")
     g.add_argument("--k-max", type=int, help="at most this many strongest neighbours per channel")
     g.add_argument("--resolution", type=float, default=d.resolution)
+    g.add_argument("--similarity", choices=("torch", "kernel"), default=d.similarity,
+                   help="graph builder: torch, or the fused Numba CUDA kernel (GPU)")
     g.add_argument("--backend", default=d.backend, help="Louvain engine: auto, igraph, torch, cugraph, networkx")
     g.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     g.add_argument("--seed", type=int, default=d.seed)
@@ -102,7 +104,7 @@ def _config_from_args(args):
     mc = args.min_channels
     return MRPConfig(features=args.features, z=args.z, chance_degree=args.chance_degree,
                      corrected_dim=not args.raw_dim, bn_scale=args.bn_scale, tau=args.tau, k_max=args.k_max,
-                     resolution=args.resolution,
+                     resolution=args.resolution, similarity=args.similarity,
                      backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
                      step=args.step, min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
                      cost_aware=args.cost_aware, refresh_every=args.refresh_every)

@@ -45,6 +45,9 @@ class MRPConfig:
         Keep at most this many strongest neighbours per channel.
     resolution : float
         Louvain's modularity resolution ``gamma``.
+    similarity : {"torch", "kernel"}
+        How graphs are built: a matrix product per group, or the fused Numba CUDA
+        kernel over all groups at once (GPU; see ``mrp_gpu.kernels``).
     backend : str
         Louvain engine: ``auto``, ``igraph``, ``torch``, ``cugraph``, ``networkx``.
     device : str
@@ -80,6 +83,7 @@ class MRPConfig:
     tau: float | None = None
     k_max: int | None = None
     resolution: float = 1.0
+    similarity: str = "torch"
     backend: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -95,6 +99,8 @@ class MRPConfig:
     def __post_init__(self):
         if self.features not in FEATURES:
             raise MRPError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if self.similarity not in ("torch", "kernel"):
+            raise MRPError(f"similarity must be 'torch' or 'kernel', got {self.similarity!r}")
         if self.replace not in REPLACE_RULES:
             raise MRPError(f"replace must be one of {REPLACE_RULES}, got {self.replace!r}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:

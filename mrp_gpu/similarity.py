@@ -11,6 +11,8 @@ positive weight; channels without edges stay as isolated vertices.
 
 The batch is returned in the PyTorch Geometric convention: ``edge_index`` (2 x E,
 both directions), ``edge_weight``, ``ptr``, on the device the features are on.
+The fused Numba kernel of :mod:`mrp_gpu.kernels` computes the same edges on a GPU
+without materialising any ``n x n`` matrix.
 """
 
 from __future__ import annotations
@@ -112,9 +114,20 @@ def group_edges(f: torch.Tensor, tau: float, k_max: int | None = None) -> tuple[
 
 def build_graphs(features: GroupFeatures, *, z: float | None = None, tau: float | None = None,
                  k_max: int | None = None, chance_degree: float = 0.05,
-                 corrected_dim: bool = True) -> BatchedGraph:
-    """One batched similarity graph for all groups (see the module docstring)."""
+                 corrected_dim: bool = True, engine: str = "torch") -> BatchedGraph:
+    """One batched similarity graph for all groups (see the module docstring).
+
+    ``engine="kernel"`` runs the fused Numba CUDA kernel (:mod:`mrp_gpu.kernels`) on
+    all groups in one launch; ``"torch"`` runs one matrix product per group.
+    """
     taus = thresholds(features, z=z, tau=tau, chance_degree=chance_degree, corrected_dim=corrected_dim)
+    if engine == "kernel":
+        from .kernels import similarity_edges as fused
+
+        ei, w, ptr = fused(list(features.rows), taus, k_max)
+        return BatchedGraph(features.ids, ei, w, ptr, tuple(taus))
+    if engine != "torch":
+        raise ValueError(f"unknown similarity engine {engine!r}; choose torch or kernel")
     device = features.rows[0].device if len(features) else torch.device("cpu")
     parts, weights, offsets = [], [], [0]
     for f, t in zip(features.rows, taus):

@@ -6,6 +6,10 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+if not torch.cuda.is_available():
+    # Numba CUDA kernels run in Numba's simulator on machines without a GPU; this must be
+    # set before numba is first imported.
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 
 def pytest_collection_modifyitems(config, items):
