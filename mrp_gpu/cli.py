@@ -91,7 +91,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", help="where the dataset lives (default: its standard place)")
     g = p.add_argument_group("pruning (SRP) options")
     g.add_argument("--replace", choices=REPLACE_RULES, default=d.replace)
-    g.add_argument("--step", type=int, default=d.step)
+    g.add_argument("--step", type=float, default=d.step,
+                   help="channels per iteration: a count, or a fraction (<1) of the group's width")
     g.add_argument("--min-channels", type=float, default=d.min_channels)
     g.add_argument("--round-to", type=int, default=d.round_to)
     g.add_argument("--cost-aware", action="store_true")
@@ -106,7 +107,7 @@ def _config_from_args(args):
                      corrected_dim=not args.raw_dim, bn_scale=args.bn_scale, tau=args.tau, k_max=args.k_max,
                      resolution=args.resolution, similarity=args.similarity,
                      backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
-                     step=args.step, min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
+                     step=int(args.step) if args.step >= 1 else args.step, min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
                      cost_aware=args.cost_aware, refresh_every=args.refresh_every)
 
 

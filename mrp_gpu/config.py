@@ -58,8 +58,9 @@ class MRPConfig:
         Which channel of a community goes first: ``norm-in-community`` (smallest
         BN-scaled L1 norm inside the largest community), ``mean-sim``, ``nearest``
         or ``reconstruction``.
-    step : int
-        Channels removed per SRP iteration.
+    step : int or float
+        Channels removed per SRP iteration: a count (>= 1), or a fraction (< 1) of the
+        chosen group's current width (at least one channel).
     min_channels : int or float
         Channels every group keeps: a count (>= 1) or a fraction of its width (< 1).
     round_to : int
@@ -88,7 +89,7 @@ class MRPConfig:
     device: str = "auto"
     seed: int = 0
     replace: str = "norm-in-community"
-    step: int = 1
+    step: float = 1
     min_channels: float = 1
     round_to: int = 1
     cost_aware: bool = False
@@ -113,7 +114,9 @@ class MRPConfig:
             raise MRPError(f"k_max must be >= 1, got {self.k_max}")
         if self.resolution <= 0:
             raise MRPError(f"resolution must be > 0, got {self.resolution}")
-        for name in ("step", "round_to", "refresh_every", "calib_size", "pool"):
+        if not (self.step >= 1 or 0 < self.step < 1):
+            raise MRPError(f"step must be a count >= 1 or a fraction in (0, 1), got {self.step}")
+        for name in ("round_to", "refresh_every", "calib_size", "pool"):
             if getattr(self, name) < 1:
                 raise MRPError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.min_channels >= 1 or 0 < self.min_channels < 1):

@@ -60,12 +60,12 @@ class Budget:
         A count (>= 1) or a fraction (< 1) of each group's width that it keeps.
     round_to : int
         Kept counts stay multiples of this (or the full width).
-    step : int
-        Channels per removal, at least.
+    step : int or float
+        Channels per removal, at least: a count, or a fraction of the current width.
     """
 
     def __init__(self, groups: ChannelGroups, target: Target, *, min_channels: float = 1,
-                 round_to: int = 1, step: int = 1):
+                 round_to: int = 1, step: float = 1):
         self.groups, self.target, self.round_to, self.step = groups, target, round_to, step
         self.sizes = groups.sizes
         if min_channels < 1:
@@ -97,20 +97,28 @@ class Budget:
         return self.target.met(*self.reductions())
 
     def quantum(self, g: int) -> int:
-        """Channels group ``g`` loses at its next selection; 0 when it cannot shrink."""
-        n = int(self.counts[g])
-        if n <= self.mins[g]:
-            return 0
-        q = self.step
-        if self.round_to > 1:  # down to the next multiple at least `step` below
-            q = n - max(0, n - self.step) // self.round_to * self.round_to
-        return min(q, n - int(self.mins[g]))
+        """Channels group ``g`` loses at its next selection; 0 when it cannot shrink.
 
-    def remove(self, g: int, channel: int) -> None:
-        if not self.alive[g][channel]:
-            raise ValueError(f"channel {channel} of group {self.groups[g].id} was already removed")
-        self.alive[g][channel] = False
-        self.counts[g] -= 1
+        At least ``step`` (a count, or a fraction of the current width), and with
+        ``round_to`` down to the next multiple at least that far below.
+        """
+        return int(self.quanta()[g])
+
+    def quanta(self) -> np.ndarray:
+        """``quantum`` of every group at once."""
+        n = self.counts
+        q = np.full_like(n, int(self.step)) if self.step >= 1 else np.maximum(1, np.round(self.step * n)).astype(n.dtype)
+        if self.round_to > 1:
+            q = n - np.maximum(0, n - q) // self.round_to * self.round_to
+        return np.where(n > self.mins, np.minimum(q, n - self.mins), 0)
+
+    def remove(self, g: int, channels) -> None:
+        """Remove ``channels`` (one index or several) of group ``g`` and update the costs."""
+        channels = np.atleast_1d(channels)
+        if not self.alive[g][channels].all() or len(set(channels.tolist())) != len(channels):
+            raise ValueError(f"group {self.groups[g].id}: a channel of {channels.tolist()} was already removed")
+        self.alive[g][channels] = False
+        self.counts[g] -= len(channels)
         self.macs, self.params = self.groups.cost.macs(self.counts), self.groups.cost.params(self.counts)
 
     def to_plan(self, model: str, method: str, config: dict, trajectory=None, notes=None) -> PruningPlan:
@@ -232,7 +240,8 @@ class _Redundancy:
         With ``flush=False`` queued downdates wait (the group's graph only loses the
         channels removed since).
         """
-        from .community import louvain_graph, union_graph
+        from .community import louvain_graph
+        from .community.graph import symmetric_union
 
         if not which:
             return
@@ -247,24 +256,26 @@ class _Redundancy:
             weights.append(w)
             offsets.append(offsets[-1] + self.groups[g].size)
         ptr = torch.tensor(offsets, device=self.device)
-        ug = union_graph(torch.cat(parts, 1), torch.cat(weights), offsets[-1], ptr)
+        ug = symmetric_union(torch.cat(parts, 1), torch.cat(weights), offsets[-1], ptr)
         labels = louvain_graph(ug, backend=self.config.backend, resolution=self.config.resolution,
-                               seed=self.config.seed).cpu().numpy()
+                               seed=self.config.seed, consecutive=False).cpu().numpy()
         for k, g in enumerate(which):
-            lab = labels[offsets[k]:offsets[k + 1]]
-            self.labels[g] = lab - lab.min()
+            self.labels[g] = labels[offsets[k]:offsets[k + 1]]
             live = self.labels[g][self.alive[g]]
             self.R[g] = len(live) / len(np.unique(live)) if len(live) else 1.0
 
-    def remove(self, g: int, channel: int) -> list[int]:
-        """Drop ``channel`` of group ``g``; return the groups whose filters changed."""
-        self.alive[g][channel] = False
+    def remove(self, g: int, channels: list[int]) -> list[int]:
+        """Drop ``channels`` of group ``g``; return the groups whose filters changed."""
+        channels = np.asarray(channels)
+        self.alive[g][channels] = False
         if self.sim[g] is not None:
-            self.sim[g][channel] = 0
-            self.sim[g][:, channel] = 0
+            idx = torch.as_tensor(channels, device=self.sim[g].device)
+            self.sim[g][idx] = 0
+            self.sim[g][:, idx] = 0
         if self.edges[g] is not None and self.config.k_max is None:
             ei, w = self.edges[g]
-            keep = (ei[0] != channel) & (ei[1] != channel)
+            dead = torch.as_tensor(~self.alive[g], device=ei.device)
+            keep = ~(dead[ei[0]] | dead[ei[1]])
             self.edges[g] = (ei[:, keep], w[keep])
         else:  # a kNN graph: the neighbours of the removed channel pick new ones
             self.edges[g] = None
@@ -275,7 +286,7 @@ class _Redundancy:
             if s.module not in self.producer_of:
                 continue  # e.g. the classifier: its outputs are nobody's feature
             h, out_slice = self.producer_of[s.module]
-            cols = self._dropped_columns(s, channel, out_slice)
+            cols = self._dropped_columns(s, channels, out_slice)
             if cols is None:
                 continue
             self.pending[h].append(cols)
@@ -283,9 +294,9 @@ class _Redundancy:
             touched.append(h)
         return sorted(set(touched))
 
-    def _dropped_columns(self, s, channel: int, out_slice) -> torch.Tensor | None:
-        """The weights of ``s.module`` that read ``channel``, one row per channel of its own group."""
-        pos = s.idxs[s.channel == channel]
+    def _dropped_columns(self, s, channels: np.ndarray, out_slice) -> torch.Tensor | None:
+        """The weights of ``s.module`` that read ``channels``, one row per channel of its own group."""
+        pos = s.idxs[np.isin(s.channel, channels)]
         if len(pos) == 0:
             return None
         m = self.model.get_submodule(s.module)
@@ -315,8 +326,10 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
     the MACs one of its channels saves, normalised, with ``cost_aware``), removes the
     most replaceable channel(s) of its largest community, updates the costs
     analytically, and recomputes that group's graph and communities. In weight mode
-    the groups whose filters read the removed channel are updated too (their Gram
-    matrices at once, their communities every ``refresh_every`` steps). When no group
+    the groups whose filters read the removed channel change too: their Gram
+    downdates are queued, and their graphs and communities are recomputed every
+    ``refresh_every`` iterations, or at once when such a group is about to be chosen
+    (so the chosen group's ``R`` is always current). When no group
     that may still shrink has a community of two, the smallest-norm channel of the
     group with the largest MACs share goes instead (a *fallback* step, counted in the
     plan's notes).
@@ -325,7 +338,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
 
     from .features import compute_features
     from .finetune import resolve_device
-    from .redundancy import largest_community, most_replaceable
+    from .redundancy import NEEDS_SIMILARITY, largest_community, most_replaceable
 
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
@@ -338,40 +351,49 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
     goal = target.flops if target.flops is not None else target.params
     bar = tqdm(total=1000, desc="MRP", disable=not progress, leave=False)
     while not budget.done():
-        quanta = np.array([budget.quantum(g) for g in range(len(groups))])
+        quanta = budget.quanta()
         candidates = np.flatnonzero(quanta > 0)
         if len(candidates) == 0:  # cannot happen after the reachability check; guard anyway
             raise TargetError("no group can shrink further before the target is met")
         savings = groups.cost.savings(budget.counts)
-        score = state.R.copy()
-        if config.cost_aware:
-            score = score * savings / max(savings[candidates].max(), 1e-12)
-        cand_score = score[candidates]
-        g = int(candidates[np.argmax(cand_score)])  # ties: the earlier group
+        while True:  # lazy: the group about to be chosen is brought up to date first
+            score = state.R.copy()
+            if config.cost_aware:
+                score = score * savings / max(savings[candidates].max(), 1e-12)
+            cand_score = score[candidates]
+            g = int(candidates[np.argmax(cand_score)])  # ties: the earlier group
+            if not state.pending[g]:
+                break
+            state.refresh([g])
+            stale.discard(g)
         fallback = state.R[candidates].max() <= 1.0
         if fallback:
             share = savings * budget.counts
             g = int(candidates[np.argmax(share[candidates])])
         r_before, chosen = float(state.R[g]), []
-        for _ in range(int(quanta[g])):
-            live = np.flatnonzero(state.alive[g])
-            labels = state.labels[g][live]
+        live = state.alive[g].copy()
+        sim = state.similarity(g) if (config.replace in NEEDS_SIMILARITY and not fallback) else None
+        for _ in range(int(quanta[g])):  # one community state serves the whole quantum
+            pos = np.flatnonzero(live)
+            labels = state.labels[g][pos]
             if fallback or len(np.unique(labels)) == len(labels):
-                channel, size = int(live[np.argmin(state.norms(g)[live])]), 1
+                channel, size = int(pos[np.argmin(state.norms(g)[pos])]), 1
             else:
-                members = live[largest_community(labels)]
-                channel = int(most_replaceable(config.replace, members, state.similarity(g),
-                                               state.norms(g), state.gram[g])[0])
+                members = pos[largest_community(labels)]
+                channel = int(most_replaceable(config.replace, members, state.norms(g), sim, state.gram[g])[0])
                 size = len(members)
             chosen.append((channel, size))
-            stale.update(state.remove(g, channel))
-            budget.remove(g, channel)
+            live[channel] = False
+        removed = [c for c, _ in chosen]
+        stale.update(state.remove(g, removed))
+        budget.remove(g, removed)
         it += 1
         if it % config.refresh_every == 0:  # every group whose filters lost inputs since, with g
             state.refresh(sorted(stale | {g}))
             stale.clear()
         else:
             state.refresh([g], flush=False)
+            stale = {h for h in stale if state.pending[h]}
         fallbacks += int(fallback)
         macs_red, params_red = budget.reductions()
         for channel, size in chosen:

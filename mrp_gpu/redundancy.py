@@ -28,7 +28,8 @@ import torch
 
 from .io import atomic_write_text
 
-__all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable"]
+__all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable",
+           "NEEDS_SIMILARITY"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,10 @@ def largest_community(labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero(labels == values[np.argmax(counts)])
 
 
-def most_replaceable(rule: str, members: np.ndarray, sim: torch.Tensor, norms: np.ndarray,
+NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction"}
+
+
+def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
                      gram: torch.Tensor | None = None, k: int = 1) -> np.ndarray:
     """The ``k`` most replaceable of ``members`` (positions), most replaceable first.
 
@@ -102,20 +106,24 @@ def most_replaceable(rule: str, members: np.ndarray, sim: torch.Tensor, norms: n
         One of the rules of the module docstring.
     members : ndarray
         Positions of one community's channels (at least two).
-    sim : Tensor [N, N]
-        Cosine similarities of the group's live channels.
     norms : ndarray [N]
         BN-scaled L1 norms (the tie-breaker of every rule).
+    sim : Tensor [N, N], optional
+        Cosine similarities of the group's channels; needed by the rules in
+        ``NEEDS_SIMILARITY``.
     gram : Tensor [N, N], optional
         Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
     """
+    if rule == "norm-in-community":
+        order = np.argsort(norms[members], kind="stable")
+        return members[order[:k]]
+    if sim is None:
+        raise ValueError(f"rule {rule!r} needs the similarity matrix")
     idx = torch.as_tensor(members, device=sim.device)
     sub = sim[idx][:, idx].double()
     s = len(members)
     off = ~torch.eye(s, dtype=torch.bool, device=sim.device)
-    if rule == "norm-in-community":
-        score = -norms[members]
-    elif rule == "mean-sim":
+    if rule == "mean-sim":
         score = ((sub * off).sum(1) / max(s - 1, 1)).cpu().numpy()
     elif rule == "nearest":
         score = sub.masked_fill(~off, -torch.inf).max(1).values.cpu().numpy()

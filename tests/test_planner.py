@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from mrp_gpu.api import plan
 from mrp_gpu.config import MRPConfig
@@ -58,3 +59,85 @@ def test_unknown_method(resnet20):
 
     with pytest.raises(MRPError, match="unknown method"):
         plan(resnet20, (3, 32, 32), target_flops=0.3, method="magic", config=MRPConfig())
+
+
+# ----------------------------------------------------------------------------- SRP
+@pytest.fixture(scope="module")
+def demo():
+    from mrp_gpu.models import create_model
+
+    return create_model("demo")
+
+
+@pytest.fixture(scope="module")
+def demo_plan(demo):
+    return plan(demo, (1, 28, 28), target_flops=0.5, model_name="demo")
+
+
+def test_mrp_on_the_demo_meets_the_target_with_its_own_ratios(demo_plan):
+    assert 0.50 <= demo_plan.macs_reduction <= 0.53
+    ratios = {round(demo_plan.kept_count(g) / n, 3) for g, n in demo_plan.sizes.items()}
+    assert len(ratios) >= 4  # MRP set different ratios per layer, nobody chose them
+    assert demo_plan.method == "mrp" and demo_plan.trajectory
+
+
+def test_each_step_pruned_the_group_with_the_highest_score(demo_plan):
+    for t in demo_plan.trajectory:
+        if not t["fallback"]:
+            assert t["score"] == t["best_score"], t
+            assert t["community_size"] >= 2  # never a channel that is alone in its community
+    steps = [t["macs"] for t in demo_plan.trajectory]
+    assert steps == sorted(steps, reverse=True) and steps[-1] == demo_plan.macs_after
+
+
+def test_same_seed_same_plan(demo, demo_plan):
+    again = plan(demo, (1, 28, 28), target_flops=0.5, model_name="demo")
+    assert again.kept == demo_plan.kept and again.trajectory == demo_plan.trajectory
+
+
+def test_cost_aware_weighs_redundancy_by_savings(demo):
+    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(cost_aware=True))
+    assert p.macs_reduction >= 0.3
+    assert all(t["score"] == t["best_score"] for t in p.trajectory if not t["fallback"])
+
+
+@pytest.mark.parametrize("rule", ["mean-sim", "nearest", "reconstruction"])
+def test_every_replace_rule_plans(demo, rule):
+    p = plan(demo, (1, 28, 28), target_flops=0.2, config=MRPConfig(replace=rule))
+    assert p.macs_reduction >= 0.2
+
+
+def test_round_to_keeps_multiples_of_eight(demo):
+    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(round_to=8, step=1))
+    assert all(p.kept_count(g) % 8 == 0 for g in p.sizes)
+
+
+def test_fraction_step_and_activation_features(demo):
+    from mrp_gpu.groups import example_input
+
+    calib = example_input((1, 28, 28), batch=32)
+    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(step=0.1, features="activation"),
+             calibration=calib)
+    assert p.macs_reduction >= 0.3
+
+
+def test_queued_downdates_equal_a_recomputation(demo):
+    """Removing input channels by Gram downdates gives the Gram of the masked weights."""
+    from mrp_gpu.executor import apply_masks
+    from mrp_gpu.features import compute_features, weight_matrix
+    from mrp_gpu.groups import build_groups
+    from mrp_gpu.plan import PruningPlan
+    from mrp_gpu.planner import _Redundancy
+
+    groups = build_groups(demo, (1, 28, 28))
+    cfg = MRPConfig()
+    state = _Redundancy(demo, groups, cfg, compute_features(demo, groups), "cpu")
+    g = groups.index("layer2.0.conv1")  # its consumer is layer2.0.conv2, a producer of the stage-2 group
+    touched = state.remove(g, [1, 5, 7])
+    h = groups.index("layer2.0.conv2")
+    assert touched == [h]
+    state.flush(h)
+    kept = {groups[g].id: tuple(c for c in range(32) if c not in (1, 5, 7))}
+    masked = apply_masks(demo, PruningPlan("demo", (1, 28, 28), {x.id: x.size for x in groups}, kept, "t"), groups)
+    w = weight_matrix(masked, groups[h]).double()
+    torch.testing.assert_close(state.gram[h].double(), w @ w.T, rtol=1e-4, atol=1e-5)

@@ -69,8 +69,12 @@ def resolve_backend(backend: str = "auto") -> str:
 
 
 def louvain_graph(graph: UnionGraph, *, backend: str = "auto", resolution: float = 1.0,
-                  seed: int = 0) -> torch.Tensor:
-    """Labels for a checked :class:`UnionGraph` (consecutive, unique across the batch)."""
+                  seed: int = 0, consecutive: bool = True) -> torch.Tensor:
+    """Labels for a checked :class:`UnionGraph`.
+
+    With ``consecutive`` (default) labels run 0, 1, ... by first node, unique across the
+    batch; otherwise they are the engine's own (still never shared by two graphs).
+    """
     name = resolve_backend(backend)
     engine = ENGINES[name]
     device = engine.device or ("cuda" if (backend == "auto" and name == "torch") else None)
@@ -78,8 +82,8 @@ def louvain_graph(graph: UnionGraph, *, backend: str = "auto", resolution: float
     if device is not None and torch.device(device) != graph.device:
         g = UnionGraph(graph.src.to(device), graph.dst.to(device), graph.weight.to(device), graph.num_nodes,
                        graph.ptr.to(device))
-    labels = engine.run(g, resolution=resolution, seed=seed)
-    return relabel(labels.to(graph.device), graph.ptr)
+    labels = engine.run(g, resolution=resolution, seed=seed).to(graph.device)
+    return relabel(labels, graph.ptr) if consecutive else labels
 
 
 def louvain(edge_index, edge_weight=None, num_nodes: int | None = None, ptr=None, *, backend: str = "auto",

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import torch
 
-__all__ = ["UnionGraph", "union_graph", "modularity", "relabel"]
+__all__ = ["UnionGraph", "union_graph", "symmetric_union", "modularity", "relabel"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +69,17 @@ class UnionGraph:
         scaled = self.weight / m[gid] if len(self.src) else self.weight
         L = int((m > 0).sum())
         return scaled, resolution * max(L, 1), L
+
+
+def symmetric_union(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int,
+                    ptr: torch.Tensor) -> UnionGraph:
+    """A :class:`UnionGraph` from edges known to be symmetric, unique and within graphs.
+
+    What :func:`mrp_gpu.similarity.build_graphs` emits: each undirected edge is kept
+    once (``src < dst``) with no sorting or checking, for the SRP loop's hot path.
+    """
+    keep = edge_index[0] < edge_index[1]
+    return UnionGraph(edge_index[0][keep], edge_index[1][keep], edge_weight[keep].double(), num_nodes, ptr)
 
 
 def union_graph(edge_index, edge_weight=None, num_nodes: int | None = None, ptr=None) -> UnionGraph:
