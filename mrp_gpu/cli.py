@@ -107,7 +107,8 @@ def _config_from_args(args):
                      corrected_dim=not args.raw_dim, bn_scale=args.bn_scale, tau=args.tau, k_max=args.k_max,
                      resolution=args.resolution, similarity=args.similarity,
                      backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
-                     step=int(args.step) if args.step >= 1 else args.step, min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
+                     step=int(args.step) if args.step >= 1 else args.step,
+                     min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
                      cost_aware=args.cost_aware, refresh_every=args.refresh_every)
 
 

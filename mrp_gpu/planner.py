@@ -107,7 +107,10 @@ class Budget:
     def quanta(self) -> np.ndarray:
         """``quantum`` of every group at once."""
         n = self.counts
-        q = np.full_like(n, int(self.step)) if self.step >= 1 else np.maximum(1, np.round(self.step * n)).astype(n.dtype)
+        if self.step >= 1:
+            q = np.full_like(n, int(self.step))
+        else:
+            q = np.maximum(1, np.round(self.step * n)).astype(n.dtype)
         if self.round_to > 1:
             q = n - np.maximum(0, n - q) // self.round_to * self.round_to
         return np.where(n > self.mins, np.minimum(q, n - self.mins), 0)
