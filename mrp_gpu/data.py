@@ -1,4 +1,4 @@
-"""Datasets from local files: Fashion-MNIST, CIFAR-10/100, ImageFolder (ImageNet layout).
+"""Datasets from local files: Fashion-MNIST, CIFAR-10/100, ``imagefolder`` (ImageNet layout).
 
 Nothing is downloaded. Fashion-MNIST is read by torchvision's loader from a root
 holding ``FashionMNIST/raw/``; the Debian package ``dataset-fashion-mnist`` ships
@@ -29,12 +29,18 @@ DATASETS = {
     "fashion-mnist": (1, 28, 10, (0.2860,), (0.3530,)),
     "cifar10": (3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": (3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": (3, 224, 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagefolder": (3, 224, 0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # classes: the folders
 }
 
 
-def num_classes(name: str) -> int:
+def num_classes(name: str, root: str | Path | None = None) -> int:
+    """Classes of a dataset (for ``imagefolder``: the sub-folders of ``ROOT/train``)."""
     _check(name)
+    if name == "imagefolder":
+        train = Path(root or ".") / "train"
+        if not train.is_dir():
+            raise DataError(f"ImageFolder layout expected: {train} is missing (ROOT/train/CLASS/*.jpg, ROOT/val/...)")
+        return sum(1 for p in train.iterdir() if p.is_dir())
     return DATASETS[name][2]
 
 
@@ -79,7 +85,7 @@ def _transform(name: str, train: bool, input_size, augment: bool):
     c_native, side, _, mean, std = DATASETS[name]
     c, h, w = input_size
     steps = []
-    if name == "imagenet":
+    if name == "imagefolder":
         steps += [T.RandomResizedCrop((h, w)), T.RandomHorizontalFlip()] if (train and augment) else \
             [T.Resize(int(h * 256 / 224)), T.CenterCrop((h, w))]
     else:

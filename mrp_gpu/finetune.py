@@ -142,6 +142,9 @@ def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | 
                                sampler=sampler, seed=cfg.seed)
     test_loader = make_loader(test_set, batch_size=256, train=False, workers=cfg.workers, sampler=test_sampler)
 
+    if len(train_loader) == 0:
+        raise MRPError(f"the training set ({len(train_set)} images per process) is smaller than one batch "
+                       f"({cfg.batch_size}); lower --batch-size")
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -190,7 +193,7 @@ def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | 
         history.append({"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 5),
                         "train_acc": round(correct / seen, 5), "test_loss": round(test["loss"], 5),
                         "test_acc": round(test["acc"], 5), "lr": optimizer.param_groups[0]["lr"],
-                        "seconds": round(time.perf_counter() - t0, 1)})
+                        "seconds": round(time.perf_counter() - t0, 1), "world_size": world})
         if rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, model, optimizer, scheduler, epoch + 1, history)

@@ -40,3 +40,20 @@ def resnet20_groups(resnet20):
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MRP_GPU_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+def write_imagefolder(root, classes=2, per_class=4, size=36, seed=0):
+    """A tiny ImageFolder dataset (ROOT/train/CLASS/*.png, ROOT/val/...) of coloured noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = np.zeros((size, size, 3), np.uint8) + np.uint8(60 * c)
+                img = np.clip(base + rng.integers(0, 60, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
