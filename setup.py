@@ -16,6 +16,7 @@ setup(
     packages=[
         "mrp_gpu",
         "mrp_gpu.community",
+        "mrp_gpu.integrations",
         "mrp_gpu.kernels",
     ],
     package_dir={"mrp_gpu.kernels": "kernels"},

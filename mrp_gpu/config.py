@@ -68,8 +68,12 @@ class MRPConfig:
     cost_aware : bool
         Rank groups by ``R_g`` times the MACs one of its channels costs (normalised).
     refresh_every : int
-        Weight features: recompute the groups whose input channels were pruned every
-        this many steps (their filters lost input columns).
+        Weight features: groups whose filters lost input columns (a consumer of a
+        pruned group) get their graphs and communities recomputed every this many
+        iterations, and always just before they are chosen. 16 by default: on the
+        demo at -50 % MACs, 1, 4, 16 and never (only before being chosen) gave
+        per-layer kept counts within 4 channels of each other, and 16 plans 2.5x
+        faster than 1.
     calib_size : int
         Images in the calibration batch (activation features).
     pool : int
@@ -93,7 +97,7 @@ class MRPConfig:
     min_channels: float = 1
     round_to: int = 1
     cost_aware: bool = False
-    refresh_every: int = 1
+    refresh_every: int = 16
     calib_size: int = 256
     pool: int = 4
 

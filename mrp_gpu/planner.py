@@ -20,9 +20,10 @@ import torch
 from .errors import TargetError
 from .groups import ChannelGroups
 from .plan import PruningPlan
+from .redundancy import NEEDS_SIMILARITY, largest_community, most_replaceable
 from .similarity import similarity_edges, thresholds
 
-__all__ = ["Target", "Budget", "plan_global", "plan_uniform", "plan_mrp"]
+__all__ = ["Target", "Budget", "plan_global", "plan_uniform", "plan_mrp", "removal_order"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class Budget:
     Parameters
     ----------
     groups : ChannelGroups
-    target : Target
+    target : Target or None
+        None: no target; the planner goes on until no group can shrink.
     min_channels : int or float
         A count (>= 1) or a fraction (< 1) of each group's width that it keeps.
     round_to : int
@@ -64,7 +66,7 @@ class Budget:
         Channels per removal, at least: a count, or a fraction of the current width.
     """
 
-    def __init__(self, groups: ChannelGroups, target: Target, *, min_channels: float = 1,
+    def __init__(self, groups: ChannelGroups, target: Target | None, *, min_channels: float = 1,
                  round_to: int = 1, step: float = 1):
         self.groups, self.target, self.round_to, self.step = groups, target, round_to, step
         self.sizes = groups.sizes
@@ -83,6 +85,8 @@ class Budget:
         self._check_reachable()
 
     def _check_reachable(self) -> None:
+        if self.target is None:
+            return
         macs, params = self.groups.cost.macs(self.mins), self.groups.cost.params(self.mins)
         best_m, best_p = 1 - macs / self.macs0, 1 - params / self.params0
         if not self.target.met(best_m, best_p):
@@ -94,7 +98,7 @@ class Budget:
         return 1 - self.macs / self.macs0, 1 - self.params / self.params0
 
     def done(self) -> bool:
-        return self.target.met(*self.reductions())
+        return self.target is not None and self.target.met(*self.reductions())
 
     def quantum(self, g: int) -> int:
         """Channels group ``g`` loses at its next selection; 0 when it cannot shrink.
@@ -219,6 +223,30 @@ class _Redundancy:
     def norms(self, g: int) -> np.ndarray:
         return self.l1[g] * self.scale[g]
 
+    def pick(self, g: int, k: int, rule: str, by_norm: bool = False) -> list[tuple[int, int]]:
+        """The ``k`` channels of group ``g`` to remove next, with their community sizes.
+
+        Each comes from the largest community of the current partition (the most
+        replaceable by ``rule``); when every live channel is alone, or with ``by_norm``,
+        the smallest-norm channel goes.
+        """
+
+        live = self.alive[g].copy()
+        sim = self.similarity(g) if (rule in NEEDS_SIMILARITY and not by_norm) else None
+        chosen = []
+        for _ in range(k):  # one community state serves the whole quantum
+            pos = np.flatnonzero(live)
+            labels = self.labels[g][pos]
+            if by_norm or len(np.unique(labels)) == len(labels):
+                channel, size = int(pos[np.argmin(self.norms(g)[pos])]), 1
+            else:
+                members = pos[largest_community(labels)]
+                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g])[0])
+                size = len(members)
+            chosen.append((channel, size))
+            live[channel] = False
+        return chosen
+
     def flush(self, g: int) -> None:
         """Apply queued downdates to group ``g`` (its similarity and edges are then rebuilt)."""
         if self.pending[g]:
@@ -321,7 +349,33 @@ class _Redundancy:
         return cols[torch.as_tensor(order, device=cols.device)].float().to(self.device)
 
 
-def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name: str = "model",
+def removal_order(model, groups: ChannelGroups, group: str, config, calibration=None) -> list[int]:
+    """Every channel of one group, most replaceable first, by repeated MRP removal.
+
+    The group alone goes through the SRP step until one channel is left: remove the
+    most replaceable channel of its largest community, recompute its graph and
+    communities. A prefix of the order is what MRP would prune from this layer; the
+    reversed order puts the least replaceable channels first (the RI study uses both).
+    """
+    from .features import compute_features
+    from .finetune import resolve_device
+
+    device = resolve_device(config.device)
+    feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
+                             calibration=calibration, pool=config.pool, device=device)
+    state = _Redundancy(model, groups, config, feats, device)
+    g = groups.index(group)
+    state.refresh([g])
+    order = []
+    while state.alive[g].sum() > 1:
+        (channel, _), = state.pick(g, 1, config.replace)
+        state.remove(g, [channel])
+        state.refresh([g], flush=False)
+        order.append(channel)
+    return order + np.flatnonzero(state.alive[g]).tolist()
+
+
+def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, model_name: str = "model",
              progress: bool = False, calibration=None) -> PruningPlan:
     """Structural Redundancy Pruning driven by community redundancy (MRP_SPEC section 5).
 
@@ -336,12 +390,14 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
     that may still shrink has a community of two, the smallest-norm channel of the
     group with the largest MACs share goes instead (a *fallback* step, counted in the
     plan's notes).
+
+    With ``target=None`` the loop runs until no group can shrink (every group at its
+    ``min_channels``): the trajectory is then MRP's complete removal order.
     """
     from tqdm.auto import tqdm
 
     from .features import compute_features
     from .finetune import resolve_device
-    from .redundancy import NEEDS_SIMILARITY, largest_community, most_replaceable
 
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
@@ -351,13 +407,15 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
     state.refresh(list(range(len(groups))))
     R0 = state.R.copy()
     trajectory, stale, fallbacks, it = [], set(), 0, 0
-    goal = target.flops if target.flops is not None else target.params
+    goal = None if target is None else (target.flops if target.flops is not None else target.params)
     bar = tqdm(total=1000, desc="MRP", disable=not progress, leave=False)
     while not budget.done():
         quanta = budget.quanta()
         candidates = np.flatnonzero(quanta > 0)
-        if len(candidates) == 0:  # cannot happen after the reachability check; guard anyway
-            raise TargetError("no group can shrink further before the target is met")
+        if len(candidates) == 0:
+            if target is None:
+                break  # the complete order is known
+            raise TargetError("no group can shrink further before the target is met")  # reachability was checked
         savings = groups.cost.savings(budget.counts)
         while True:  # lazy: the group about to be chosen is brought up to date first
             score = state.R.copy()
@@ -373,20 +431,8 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
         if fallback:
             share = savings * budget.counts
             g = int(candidates[np.argmax(share[candidates])])
-        r_before, chosen = float(state.R[g]), []
-        live = state.alive[g].copy()
-        sim = state.similarity(g) if (config.replace in NEEDS_SIMILARITY and not fallback) else None
-        for _ in range(int(quanta[g])):  # one community state serves the whole quantum
-            pos = np.flatnonzero(live)
-            labels = state.labels[g][pos]
-            if fallback or len(np.unique(labels)) == len(labels):
-                channel, size = int(pos[np.argmin(state.norms(g)[pos])]), 1
-            else:
-                members = pos[largest_community(labels)]
-                channel = int(most_replaceable(config.replace, members, state.norms(g), sim, state.gram[g])[0])
-                size = len(members)
-            chosen.append((channel, size))
-            live[channel] = False
+        r_before = float(state.R[g])
+        chosen = state.pick(g, int(quanta[g]), config.replace, by_norm=fallback)
         removed = [c for c, _ in chosen]
         stale.update(state.remove(g, removed))
         budget.remove(g, removed)
@@ -405,8 +451,9 @@ def plan_mrp(model, groups: ChannelGroups, target: Target, config, *, model_name
                                "R_after": round(float(state.R[g]), 6), "score": round(float(score[g]), 6),
                                "best_score": round(float(cand_score.max()), 6), "fallback": bool(fallback),
                                "macs": int(budget.macs), "params": int(budget.params)})
-        done = macs_red if target.flops is not None else params_red
-        bar.update(max(0, int(1000 * min(done / goal, 1.0)) - bar.n))
+        if goal is not None:
+            done = macs_red if target.flops is not None else params_red
+            bar.update(max(0, int(1000 * min(done / goal, 1.0)) - bar.n))
     bar.close()
     notes = []
     if fallbacks:

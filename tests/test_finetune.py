@@ -5,9 +5,9 @@ import sys
 
 import pytest
 import torch
+from conftest import write_imagefolder
 from torch.utils.data import TensorDataset
 
-from conftest import write_imagefolder
 from mrp_gpu.cli import main
 from mrp_gpu.errors import MRPError
 from mrp_gpu.executor import load_pruned

@@ -1,0 +1,217 @@
+"""The RI-hypothesis study (MRP_SPEC section 7, parts 1 and 2) on a trained model.
+
+Part 1, layer level: remove ``--fraction`` (30 %) of one group at a time, the most
+replaceable channels first (MRP's own removal order), and measure the accuracy drop
+without retraining; the Spearman correlation between the group's redundancy ``R``
+and ``-drop`` says whether redundant layers are the ones that can lose channels.
+
+Part 2, filter level: inside chosen groups, remove a growing fraction of channels by
+each candidate rule: MRP's removal order under every ``replace`` rule, random (mean
+over seeds), smallest L1, and the *least* replaceable first (MRP's order reversed).
+The same fraction is also removed from every group by every rule, one group at a
+time, to compare the rules over the whole model: the rule with the smallest mean
+drop is the default's best candidate.
+
+Accuracy is measured on a fixed subset of the test set, the same images for every
+variant (paired comparisons), with masked models (exactly the sliced ones).
+
+    python benchmarks/ri_study.py --model demo --data fashion-mnist --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrp_gpu import analyze
+from mrp_gpu.config import REPLACE_RULES, MRPConfig
+from mrp_gpu.criteria import channel_scores
+from mrp_gpu.data import get_dataset
+from mrp_gpu.executor import apply_masks
+from mrp_gpu.groups import build_groups
+from mrp_gpu.io import atomic_write_text
+from mrp_gpu.models import create_model, default_input_size
+from mrp_gpu.plan import PruningPlan
+from mrp_gpu.planner import removal_order
+
+
+def spearman(a, b) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+class Evaluator:
+    """Accuracy of masked variants of one model on a fixed test subset."""
+
+    def __init__(self, model, groups, data, size, n, root=None):
+        ds = get_dataset(data, train=False, input_size=size, root=root, augment=False)
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].tolist()
+        self.x = torch.stack([ds[i][0] for i in idx])
+        self.y = torch.tensor([ds[i][1] for i in idx])
+        self.model, self.groups, self.size = model, groups, size
+        self.base = self.accuracy(model)
+
+    @torch.no_grad()
+    def accuracy(self, model) -> float:
+        model.eval()
+        hits = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(self.x.split(500), self.y.split(500)))
+        return hits / len(self.y)
+
+    def drop(self, group: str, removed) -> float:
+        """Accuracy points lost when ``removed`` channels of ``group`` are masked."""
+        g = self.groups[group]
+        kept = tuple(sorted(set(range(g.size)) - set(int(c) for c in removed)))
+        plan = PruningPlan("study", self.size, {x.id: x.size for x in self.groups}, {group: kept}, "study")
+        return 100 * (self.base - self.accuracy(apply_masks(self.model, plan, self.groups)))
+
+
+def orders_for(model, groups, group, seeds) -> dict[str, list[list[int]]]:
+    """Removal orders (most removable first) of one group, per criterion (lists over seeds)."""
+    out = {f"mrp:{rule}": [removal_order(model, groups, group, MRPConfig(replace=rule))] for rule in REPLACE_RULES}
+    default = MRPConfig().replace
+    out["least-replaceable"] = [out[f"mrp:{default}"][0][::-1]]
+    g = groups[group]
+    out["l1"] = [np.argsort(channel_scores(model, g, "l1"), kind="stable").tolist()]
+    out["random"] = [np.random.default_rng(s).permutation(g.size).tolist() for s in seeds]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="demo")
+    p.add_argument("--weights")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--data-root")
+    p.add_argument("--fraction", type=float, default=0.3)
+    p.add_argument("--curve-groups", default="layer1.0.conv1,layer2.0.conv2,layer3.1.conv1",
+                   help="groups for the filter-level curves")
+    p.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5")
+    p.add_argument("--images", type=int, default=5000, help="test images per accuracy (fixed subset)")
+    p.add_argument("--seeds", type=int, default=3, help="random orders averaged")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    t0 = time.time()
+
+    model = create_model(args.model, weights=args.weights or "default")
+    size = default_input_size(args.model)
+    groups = build_groups(model, size)
+    ev = Evaluator(model, groups, args.data, size, args.images, args.data_root)
+    report = analyze(model, size)
+    R = report.redundancy
+    seeds = list(range(args.seeds))
+
+    # every group: orders under every criterion; the drop at --fraction
+    per_group = {}
+    for g in groups:
+        orders = orders_for(model, groups, g.id, seeds)
+        k = int(round(args.fraction * g.size))
+        drops = {name: float(np.mean([ev.drop(g.id, o[:k]) for o in os_])) for name, os_ in orders.items()}
+        per_group[g.id] = {"channels": g.size, "removed": k, "R": R[g.id], "drop": drops, "orders": orders}
+        print(f"{g.id:16s} R={R[g.id]:5.2f}  " + "  ".join(f"{n}={d:5.2f}" for n, d in drops.items()), flush=True)
+
+    default = f"mrp:{MRPConfig().replace}"
+    ids = list(per_group)
+    r = np.array([per_group[i]["R"] for i in ids])
+    part1 = {name: spearman(r, [-per_group[i]["drop"][name] for i in ids])
+             for name in per_group[ids[0]]["drop"]}
+    criteria = list(per_group[ids[0]]["drop"])
+    summary = {name: {"mean_drop": float(np.mean([per_group[i]["drop"][name] for i in ids])),
+                      "better_than_l1_in": int(sum(per_group[i]["drop"][name] < per_group[i]["drop"]["l1"]
+                                                   for i in ids))}
+               for name in criteria}
+
+    # filter-level curves in the chosen groups
+    fractions = [float(f) for f in args.fractions.split(",")]
+    curves = {}
+    for gid in args.curve_groups.split(","):
+        n = per_group[gid]["channels"]
+        curves[gid] = {name: [float(np.mean([ev.drop(gid, o[:int(round(f * n))]) for o in os_])) for f in fractions]
+                       for name, os_ in per_group[gid]["orders"].items()}
+
+    result = {
+        "command": " ".join([sys.executable.split("/")[-1], *sys.argv]), "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU", "model": args.model,
+        "data": args.data, "images": args.images, "base_accuracy": ev.base, "fraction": args.fraction,
+        "seconds": round(time.time() - t0, 1),
+        "part1": {"spearman_R_vs_minus_drop": part1, "default_criterion": default},
+        "rules_at_fraction": summary,
+        "groups": {i: {k: v for k, v in d.items() if k != "orders"} for i, d in per_group.items()},
+        "curves": {"fractions": fractions, "groups": curves},
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ri_study.json", json.dumps(result, indent=1))
+    plots(result, out)
+    atomic_write_text(out / "ri_study.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def plots(result, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    default = result["part1"]["default_criterion"]
+    g = result["groups"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    xs = [d["R"] for d in g.values()]
+    ys = [d["drop"][default] for d in g.values()]
+    ax.scatter(xs, ys)
+    for name, x, y in zip(g, xs, ys):
+        ax.annotate(name, (x, y), fontsize=6)
+    rho = result["part1"]["spearman_R_vs_minus_drop"][default]
+    ax.set_xlabel("redundancy R of the group")
+    ax.set_ylabel(f"accuracy drop (points), {result['fraction']:.0%} removed")
+    ax.set_title(f"Layer level: Spearman(R, -drop) = {rho:.2f}")
+    fig.savefig(out / "ri_layer_scatter.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    curves = result["curves"]
+    fig, axes = plt.subplots(1, len(curves["groups"]), figsize=(4.5 * len(curves["groups"]), 3.8), squeeze=False)
+    for ax, (gid, by_rule) in zip(axes[0], curves["groups"].items()):
+        for name, ys in by_rule.items():
+            ax.plot(curves["fractions"], ys, marker="o", ms=3, label=name)
+        ax.set_title(f"{gid} (R={g[gid]['R']:.2f})")
+        ax.set_xlabel("fraction of the group removed")
+        ax.set_ylabel("accuracy drop (points)")
+    axes[0][0].legend(fontsize=7)
+    fig.savefig(out / "ri_filter_curves.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def markdown(result) -> str:
+    lines = [f"# RI study: {result['model']} on {result['data']}", "",
+             f"{result['date']}, {result['machine']}; `{result['command']}`; "
+             f"{result['images']} test images, base accuracy {result['base_accuracy']:.2%}; "
+             f"{result['seconds']:.0f} s.", "",
+             f"## Part 1: redundancy vs. sensitivity ({result['fraction']:.0%} of one group removed)", "",
+             "| removal order | Spearman(R, -drop) |", "|---|---|"]
+    lines += [f"| {k} | {v:+.2f} |" for k, v in result["part1"]["spearman_R_vs_minus_drop"].items()]
+    lines += ["", "![layer level](ri_layer_scatter.png)", "",
+              f"## Part 2: which channel goes ({result['fraction']:.0%} of each group, one group at a time)", "",
+              "| criterion | mean drop (points) | better than L1 in (groups) |", "|---|---|---|"]
+    n = len(result["groups"])
+    for k, v in sorted(result["rules_at_fraction"].items(), key=lambda kv: kv[1]["mean_drop"]):
+        lines.append(f"| {k} | {v['mean_drop']:.2f} | {v['better_than_l1_in']} of {n} |")
+    lines += ["", "| group | channels | R | " + " | ".join(result["rules_at_fraction"]) + " |",
+              "|---|---|---|" + "---|" * len(result["rules_at_fraction"])]
+    for gid, d in result["groups"].items():
+        lines.append(f"| {gid} | {d['channels']} | {d['R']:.2f} | "
+                     + " | ".join(f"{d['drop'][k]:.2f}" for k in result["rules_at_fraction"]) + " |")
+    lines += ["", "![filter level](ri_filter_curves.png)", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Bridges to other pruners: :mod:`mrp_gpu.integrations.torch_pruning`."""
