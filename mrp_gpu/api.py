@@ -7,16 +7,18 @@ returns plain objects; nothing here touches the caller's model.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn as nn
 
 from .community import louvain_graph, modularity, union_graph
+from .community.engines import has_igraph
 from .config import MRPConfig
 from .criteria import group_scores
-from .errors import MRPError
+from .errors import ModelError, MRPError
 from .executor import apply_masks, slice_model
-from .features import compute_features
+from .features import GroupFeatures, compute_features
 from .finetune import resolve_device
 from .groups import ChannelGroups, build_groups, example_input
 from .plan import PruningPlan
@@ -25,7 +27,7 @@ from .redundancy import LayerRedundancy, RedundancyReport, layer_records
 from .similarity import build_graphs
 from .timing import Stopwatch
 
-__all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "apply_plan", "masked_vs_sliced"]
+__all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "apply_plan", "masked_vs_sliced", "check"]
 
 METHODS = ("mrp", "l1", "fpgm", "random", "uniform")
 
@@ -36,7 +38,24 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None = None) -> tuple[LayerRedundancy, ...]:
-    """Similarity graphs, batched Louvain and per-group records for ready features."""
+    """Similarity graphs, batched Louvain and per-group records for ready features.
+
+    A GPU that runs out of memory is not the end: the stage is redone on the CPU
+    (torch similarity, igraph Louvain) with a warning.
+    """
+    try:
+        return _redundancy_of(feats, config, stopwatch)
+    except torch.OutOfMemoryError:
+        warnings.warn("the GPU ran out of memory during similarity/Louvain; redoing them on the CPU",
+                      RuntimeWarning, stacklevel=2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        cpu = GroupFeatures(feats.ids, tuple(r.cpu() for r in feats.rows))
+        return _redundancy_of(cpu, config.replace_with(device="cpu", similarity="torch",
+                                                         backend="igraph" if has_igraph else "torch"), stopwatch)
+
+
+def _redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None) -> tuple[LayerRedundancy, ...]:
     sw = stopwatch or Stopwatch(feats.rows[0].device if len(feats) else "cpu")
     with sw.lap("similarity"):
         graph = build_graphs(feats, z=config.z, tau=config.tau, k_max=config.k_max,
@@ -140,18 +159,37 @@ def apply_plan(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None
     return slice_model(model, plan, groups)
 
 
+SLICING_TOLERANCE = 1e-3  # relative: beyond float rounding, slicing changed what the model computes
+
+
 @torch.no_grad()
 def masked_vs_sliced(model: nn.Module, plan: PruningPlan, sliced: nn.Module,
                      groups: ChannelGroups | None = None, batch: int = 2) -> float:
-    """Largest absolute difference between the masked and the sliced model's outputs."""
+    """Largest absolute difference between the masked and the sliced model's outputs.
+
+    Raises
+    ------
+    ModelError
+        When the outputs differ in shape or by more than ``SLICING_TOLERANCE`` of their
+        scale: some layer of the model is not sliced the way it is masked (an
+        unsupported operation), so the pruned model would be wrong and is refused.
+    """
     masked = apply_masks(model, plan, groups).eval()
     x = example_input(plan.input_size, batch=batch, device=_device_of(model))
     was = sliced.training
     sliced.eval()
     try:
-        return float((masked(x) - sliced(x)).abs().max())
+        a, b = masked(x), sliced(x)
     finally:
         sliced.train(was)
+    if a.shape != b.shape:
+        raise ModelError(f"slicing changed the output shape from {tuple(a.shape)} to {tuple(b.shape)}: "
+                         "this model has layers mrp_gpu cannot prune")
+    diff = float((a - b).abs().max())
+    if not diff <= SLICING_TOLERANCE * max(float(a.abs().max()), 1e-6):
+        raise ModelError(f"the sliced model computes something else than the masked one (max |diff| {diff:.3g}): "
+                         "this model has operations mrp_gpu cannot slice consistently")
+    return diff
 
 
 def prune(model: nn.Module, input_size, *, target_flops: float | None = None, target_params: float | None = None,
@@ -170,4 +208,33 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
     groups = build_groups(model, input_size, device=_device_of(model))
     p = plan(model, input_size, target_flops=target_flops, target_params=target_params, method=method,
              config=config, groups=groups, model_name=model_name, calibration=calibration)
-    return slice_model(model, p, groups), p
+    sliced = slice_model(model, p, groups)
+    masked_vs_sliced(model, p, sliced, groups)  # refuse a model whose slicing would change it
+    return sliced, p
+
+
+def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: str = "mrp",
+          config: MRPConfig | None = None) -> dict:
+    """Can mrp_gpu prune this model correctly? Prune a copy and verify everything.
+
+    Plans ``target_flops`` with ``method``, slices, and checks that the masked and
+    sliced models agree, that the output shape is unchanged, and that the analytic
+    MACs and parameters equal what Torch-Pruning's counter measures on the sliced
+    model. Raises :class:`ModelError` (naming the layer type) when the model is refused.
+    """
+    import torch_pruning as tp
+
+    groups = build_groups(model, input_size, device=_device_of(model))
+    if len(groups) == 0:
+        raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune")
+    p = plan(model, input_size, target_flops=target_flops, method=method, config=config, groups=groups)
+    sliced = slice_model(model, p, groups)
+    diff = masked_vs_sliced(model, p, sliced, groups)
+    macs, params = tp.utils.count_ops_and_params(sliced, example_input(input_size, device=_device_of(model)))
+    ok_cost = (int(macs), int(params)) == (p.macs_after, p.params_after)
+    if not ok_cost:
+        raise ModelError(f"analytic costs ({p.macs_after} MACs, {p.params_after} params) differ from the counted "
+                         f"ones ({int(macs)}, {int(params)}) on the sliced model")
+    return {"groups": len(groups), "channels": int(groups.sizes.sum()), "macs_before": p.macs_before,
+            "macs_after": p.macs_after, "macs_reduction": p.macs_reduction, "params_before": p.params_before,
+            "params_after": p.params_after, "max_abs_diff_masked_vs_sliced": diff}

@@ -305,6 +305,23 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from .api import check
+
+    model, size, _ = _model_from_args(args)
+    record = check(model, size, target_flops=args.target_flops, method=args.method)
+    print(json.dumps({"model": args.model, "input_size": list(size), "supported": True, **record}, indent=1))
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models import default_input_size, list_models
+
+    for name in list_models(args.pattern):
+        print(f"{name:28s} {'x'.join(map(str, default_input_size(name)))}")
+    return 0
+
+
 def _cmd_apply(args) -> int:
     import time
 
@@ -372,6 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a bar chart of redundancy per layer here (PNG)")
     _add_rmcd_args(p)
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("check", help="prune a copy and verify: masked == sliced, costs exact")
+    _add_model_args(p)
+    p.add_argument("--target-flops", type=float, default=0.3)
+    p.add_argument("--method", choices=METHODS, default="mrp")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("models", help="list the model names (and input sizes)")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("apply", help="apply a saved plan.json to a model")
     p.add_argument("plan")

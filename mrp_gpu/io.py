@@ -44,12 +44,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_leftovers(path: Path) -> None:
+    """Remove temporary directories that killed runs left beside ``path``."""
+    for p in path.parent.glob(f".{path.name}.tmp-*-*"):
+        pid = p.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` when the block succeeds.
 
     An existing non-empty ``path`` is refused unless ``force``; on any error the
-    temporary directory is removed and ``path`` is left as it was.
+    temporary directory is removed and ``path`` is left as it was. A run killed
+    outright leaves ``path`` as it was too, plus a temporary directory named after
+    its process id, which the next run beside it removes.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -57,7 +77,8 @@ def atomic_output_dir(path: str | Path, *, force: bool = False) -> Iterator[Path
     if path.is_dir() and any(path.iterdir()) and not force:
         raise MRPError(f"--out {str(path)!r} already exists and is not empty; pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _remove_dead_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp

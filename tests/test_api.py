@@ -65,3 +65,35 @@ def test_config_validation_and_round_trip():
             MRPConfig(**bad)
     with pytest.raises(MRPError, match="unknown config field"):
         MRPConfig.from_dict({"zz": 1})
+
+
+def test_gpu_out_of_memory_falls_back_to_cpu(monkeypatch, resnet20):
+    import mrp_gpu.api as api
+
+    real, calls = api.build_graphs, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(api, "build_graphs", flaky)
+    with pytest.warns(RuntimeWarning, match="ran out of memory.*CPU"):
+        report = mrp_gpu.analyze(resnet20, (3, 32, 32))
+    assert len(report.layers) == 12 and len(calls) == 2
+
+
+def test_all_zero_filters_and_one_channel_groups():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 3), torch.nn.BatchNorm2d(1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(1, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        model[3].weight[:6] = 0  # six filters with no direction: cosine undefined
+    report = mrp_gpu.analyze(model, (3, 16, 16))
+    one = report["0"]
+    assert one.channels == 1 and one.redundancy == 1.0
+    assert report["3"].communities >= 6  # zero filters have no edge: each its own community
+    pruned, p = mrp_gpu.prune(model, (3, 16, 16), target_flops=0.2)
+    assert p.kept_count("0") == 1 and pruned(torch.randn(2, 3, 16, 16)).shape == (2, 4)
