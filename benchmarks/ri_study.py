@@ -6,8 +6,10 @@ without retraining; the Spearman correlation between the group's redundancy ``R`
 and ``-drop`` says whether redundant layers are the ones that can lose channels.
 
 Part 2, filter level: inside chosen groups, remove a growing fraction of channels by
-each candidate rule: MRP's removal order under every ``replace`` rule, random (mean
-over seeds), smallest L1, and the *least* replaceable first (MRP's order reversed).
+each candidate rule: MRP's removal order under every ``replace`` rule (each also with
+``compensate``: the removed channel folded into its most similar community partner),
+random (mean over seeds), smallest L1, and the *least* replaceable first (MRP's
+order reversed).
 The same fraction is also removed from every group by every rule, one group at a
 time, to compare the rules over the whole model: the rule with the smallest mean
 drop is the default's best candidate.
@@ -65,22 +67,31 @@ class Evaluator:
         hits = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(self.x.split(500), self.y.split(500)))
         return hits / len(self.y)
 
-    def drop(self, group: str, removed) -> float:
-        """Accuracy points lost when ``removed`` channels of ``group`` are masked."""
+    def drop(self, group: str, removed, merges=()) -> float:
+        """Accuracy points lost when ``removed`` channels of ``group`` are masked (after ``merges``)."""
         g = self.groups[group]
         kept = tuple(sorted(set(range(g.size)) - set(int(c) for c in removed)))
-        plan = PruningPlan("study", self.size, {x.id: x.size for x in self.groups}, {group: kept}, "study")
+        plan = PruningPlan("study", self.size, {x.id: x.size for x in self.groups}, {group: kept}, "study",
+                           merges=[m for m in merges if m is not None])
         return 100 * (self.base - self.accuracy(apply_masks(self.model, plan, self.groups)))
 
 
-def orders_for(model, groups, group, seeds) -> dict[str, list[list[int]]]:
-    """Removal orders (most removable first) of one group, per criterion (lists over seeds)."""
-    out = {f"mrp:{rule}": [removal_order(model, groups, group, MRPConfig(replace=rule))] for rule in REPLACE_RULES}
+def orders_for(model, groups, group, seeds) -> dict[str, list[tuple[list[int], list]]]:
+    """Removal orders (most removable first) of one group, per criterion: (order, merges) over seeds.
+
+    ``+compensate`` variants remove in the same order as their rule and fold each
+    removed channel into its community partner first.
+    """
+    out = {}
+    for rule in REPLACE_RULES:
+        order, merges = removal_order(model, groups, group, MRPConfig(replace=rule))
+        out[f"mrp:{rule}"] = [(order, [])]
+        out[f"mrp:{rule}+compensate"] = [(order, merges)]
     default = MRPConfig().replace
-    out["least-replaceable"] = [out[f"mrp:{default}"][0][::-1]]
+    out["least-replaceable"] = [(out[f"mrp:{default}"][0][0][::-1], [])]
     g = groups[group]
-    out["l1"] = [np.argsort(channel_scores(model, g, "l1"), kind="stable").tolist()]
-    out["random"] = [np.random.default_rng(s).permutation(g.size).tolist() for s in seeds]
+    out["l1"] = [(np.argsort(channel_scores(model, g, "l1"), kind="stable").tolist(), [])]
+    out["random"] = [(np.random.default_rng(s).permutation(g.size).tolist(), []) for s in seeds]
     return out
 
 
@@ -114,7 +125,7 @@ def main(argv=None) -> int:
     for g in groups:
         orders = orders_for(model, groups, g.id, seeds)
         k = int(round(args.fraction * g.size))
-        drops = {name: float(np.mean([ev.drop(g.id, o[:k]) for o in os_])) for name, os_ in orders.items()}
+        drops = {name: float(np.mean([ev.drop(g.id, o[:k], m[:k]) for o, m in os_])) for name, os_ in orders.items()}
         per_group[g.id] = {"channels": g.size, "removed": k, "R": R[g.id], "drop": drops, "orders": orders}
         print(f"{g.id:16s} R={R[g.id]:5.2f}  " + "  ".join(f"{n}={d:5.2f}" for n, d in drops.items()), flush=True)
 
@@ -134,7 +145,8 @@ def main(argv=None) -> int:
     curves = {}
     for gid in args.curve_groups.split(","):
         n = per_group[gid]["channels"]
-        curves[gid] = {name: [float(np.mean([ev.drop(gid, o[:int(round(f * n))]) for o in os_])) for f in fractions]
+        curves[gid] = {name: [float(np.mean([ev.drop(gid, o[:int(round(f * n))], m[:int(round(f * n))])
+                                             for o, m in os_])) for f in fractions]
                        for name, os_ in per_group[gid]["orders"].items()}
 
     result = {

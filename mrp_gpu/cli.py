@@ -158,6 +158,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-channels", type=float, default=d.min_channels)
     g.add_argument("--round-to", type=int, default=d.round_to)
     g.add_argument("--cost-aware", action="store_true")
+    g.add_argument("--compensate", action="store_true",
+                   help="fold each removed channel into its most similar community partner")
     g.add_argument("--refresh-every", type=int, default=d.refresh_every)
 
 
@@ -171,7 +173,7 @@ def _config_from_args(args):
                      backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
                      step=int(args.step) if args.step >= 1 else args.step,
                      min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
-                     cost_aware=args.cost_aware, refresh_every=args.refresh_every)
+                     cost_aware=args.cost_aware, compensate=args.compensate, refresh_every=args.refresh_every)
 
 
 def _eval_dataset(args):
@@ -214,6 +216,10 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0) -> int:
                "macs_reduction": round(plan.macs_reduction, 6), "params_reduction": round(plan.params_reduction, 6),
                "seconds": round(time.perf_counter() - t0, 3), "max_abs_diff_masked_vs_sliced": diff,
                "config": plan.config}
+    if getattr(args, "measure_latency", False):
+        device = next(model.parameters()).device
+        rows, speedups = _latency_rows(model, sliced, plan.input_size, device, (1, 64), 10)
+        summary["latency"], summary["latency_speedup"] = rows, speedups
     data = _eval_dataset(args)
     if data:
         summary["data"] = data
@@ -247,6 +253,9 @@ def _print_summary(s: dict, out) -> None:
     if "accuracy_before" in s:
         rows.append((f"accuracy ({s['data']})", f"{s['accuracy_before']:.2%} -> "
                      f"{s['accuracy_after_no_retraining']:.2%}  (no retraining)"))
+    if s.get("latency_speedup"):
+        rows.append(("latency speed-up", ", ".join(f"batch {k.split('@')[1]}: {v:.2f}x"
+                                                   for k, v in s["latency_speedup"].items())))
     if s.get("report"):
         rows.append(("report", str(Path(out) / "report.md")))
     rows.append(("outputs", str(out)))
@@ -322,6 +331,61 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _latency_rows(base, sliced, size, device, batches, repeat):
+    from .bench import bench_latency, latency_speedups
+
+    rows = bench_latency({"unpruned": base, "pruned": sliced}, size, batches=batches, device=device, repeat=repeat)
+    return rows, latency_speedups(rows, "unpruned")
+
+
+def _cmd_bench(args) -> int:
+    from .bench import KNN_WORKLOAD, bench_plan, bench_rmcd
+    from .finetune import resolve_device
+    from .io import atomic_write_text
+    from .models import create_model, default_input_size
+
+    device = resolve_device(args.device)
+    batches = [int(b) for b in args.batches.split(",")]
+    result = {"device": str(device), "torch": torch_version(), "command": " ".join(["mrp-gpu", *sys.argv[1:]])}
+    if args.latency:
+        from .executor import load_pruned
+
+        arch = json.loads((Path(args.latency) / "arch.json").read_text())
+        sliced = load_pruned(args.latency)
+        base = create_model(arch["model"], weights=None, **arch["model_kwargs"])
+        rows, speedups = _latency_rows(base, sliced, tuple(arch["input_size"]), device, batches, args.repeat)
+        result["latency"], result["speedup"] = rows, speedups
+        for r in rows:
+            print(f"{r['model']:9s} batch {r['batch']:3d} {r['format']:13s} {r['ms']:9.2f} ms "
+                  f"{r['images_per_s']:9.1f} img/s")
+        print("speed-up (best format): " + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items()))
+    else:
+        result["models"] = {}
+        for name in args.models.split(","):
+            workload = {} if name == "demo" else KNN_WORKLOAD
+            config = _config_from_args(args).replace_with(**workload)
+            model = create_model(name).to(device)
+            size = default_input_size(name)
+            row = bench_rmcd(model, size, config, repeat=args.repeat)
+            if args.plan:
+                row.update(bench_plan(model, size, config, target_flops=args.target_flops))
+            result["models"][name] = row
+            print(f"{name:16s} RMCD {row['rmcd'] * 1e3:8.1f} ms (features {row['features'] * 1e3:.1f}, similarity "
+                  f"{row['similarity'] * 1e3:.1f}, louvain {row['louvain'] * 1e3:.1f}, redundancy "
+                  f"{row['redundancy'] * 1e3:.1f}); {row['filters']} filters, {row['filters_per_s']:.3g} filters/s, "
+                  f"{row['edges_per_s']:.3g} edges/s" + (f"; plan {row['plan_s']:.2f} s ({row['steps']} steps)"
+                                                         if args.plan else ""))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1))
+    return 0
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def _cmd_apply(args) -> int:
     import time
 
@@ -380,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip report.md and plots")
+    p.add_argument("--measure-latency", action="store_true", help="time the pruned model against the unpruned one")
     _add_rmcd_args(p)
     p.set_defaults(func=_cmd_prune)
 
@@ -389,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a bar chart of redundancy per layer here (PNG)")
     _add_rmcd_args(p)
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("bench", help="time RMCD stages and plans, or the latency of a pruned model")
+    p.add_argument("--models", default="resnet50,resnet152,vgg16,demo")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--plan", action="store_true", help="also time a full MRP plan (--target-flops)")
+    p.add_argument("--target-flops", type=float, default=0.5)
+    p.add_argument("--latency", metavar="DIR", help="time a pruned directory against its unpruned base")
+    p.add_argument("--batches", default="1,64")
+    p.add_argument("--json", help="write every figure here")
+    _add_rmcd_args(p)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("check", help="prune a copy and verify: masked == sliced, costs exact")
     _add_model_args(p)

@@ -58,6 +58,10 @@ class MRPConfig:
         Which channel of a community goes first: ``norm-in-community`` (smallest
         BN-scaled L1 norm inside the largest community), ``mean-sim``, ``nearest``
         or ``reconstruction``.
+    compensate : bool
+        Fold each removed channel into its most similar remaining community partner:
+        the partner's consumer weights gain the removed channel's, times the ratio of
+        their output scales (BN ``gamma``), so the partner truly replaces it.
     step : int or float
         Channels removed per SRP iteration: a count (>= 1), or a fraction (< 1) of the
         chosen group's current width (at least one channel).
@@ -93,6 +97,7 @@ class MRPConfig:
     device: str = "auto"
     seed: int = 0
     replace: str = "norm-in-community"
+    compensate: bool = False
     step: float = 1
     min_channels: float = 1
     round_to: int = 1

@@ -2,7 +2,8 @@
 
 ``apply_masks`` zeroes every pruned channel wherever it lives (producer filters and
 biases, normalisation scales and shifts, consumer input weights), so the masked
-model computes exactly what the sliced one will. ``slice_model`` removes the
+model computes exactly what the sliced one will. A plan's ``merges`` (the
+``compensate`` option) are folded into the consumers first, in both. ``slice_model`` removes the
 channels with Torch-Pruning's pruning functions, one call per layer dimension with
 the union of every group's positions in it (so concatenations never see shifted
 offsets). Both work on a copy: the caller's model is never left half changed.
@@ -58,6 +59,22 @@ def _removed_positions(plan: PruningPlan, groups: ChannelGroups) -> dict:
     return {k: (s, np.unique(np.concatenate(p))) for k, (s, p) in out.items()}
 
 
+@torch.no_grad()
+def _fold_merges(model: nn.Module, plan: PruningPlan, groups: ChannelGroups) -> None:
+    """Compensation: add each removed channel's consumer weights to its partner's (in order)."""
+    for k, m in enumerate(plan.merges):
+        for s in groups[m["group"]].consumers:
+            layer = model.get_submodule(s.module)
+            src = torch.as_tensor(s.idxs[s.channel == m["channel"]])
+            dst = torch.as_tensor(s.idxs[s.channel == m["into"]])
+            if getattr(layer, "groups", 1) > 1:
+                raise PlanError(f"merges[{k}]: compensation through the grouped convolution {s.module!r} "
+                                "is not supported")
+            dim = 0 if getattr(layer, "transposed", False) else 1
+            w = layer.weight
+            w.index_add_(dim, dst.to(w.device), w.index_select(dim, src.to(w.device)) * float(m["scale"]))
+
+
 def _resolve(model: nn.Module, s: LayerSlice):
     if s.optype == OPTYPE.PARAMETER:
         return model.get_parameter(s.module)
@@ -97,6 +114,7 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
     positions = _removed_positions(plan, groups)
     masked = copy.deepcopy(model)
+    _fold_merges(masked, plan, groups)
     for s, pos in positions.values():
         _zero(_resolve(masked, s), s, pos)
     return masked
@@ -107,6 +125,7 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
     positions = _removed_positions(plan, groups)
     sliced = copy.deepcopy(model)
+    _fold_merges(sliced, plan, groups)
     for s, pos in positions.values():
         pruner = PrunerBox[s.optype]
         fn = pruner.prune_in_channels if s.dim == "in" else pruner.prune_out_channels

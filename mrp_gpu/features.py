@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from .errors import ModelError, MRPError
 from .groups import ChannelGroup, ChannelGroups, LayerSlice
 
-__all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "weight_features", "activation_features", "normalize_rows",
-           "compute_features"]
+__all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "weight_features", "activation_features",
+           "normalize_rows", "compute_features"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +69,15 @@ def bn_scale(model: nn.Module, group: ChannelGroup) -> torch.Tensor | None:
             scale = m.weight.detach().abs() / torch.sqrt(m.running_var + m.eps)
             scales.append(_rows(scale, s, group.size)[:, 0].float())
     return torch.stack(scales).mean(0) if scales else None
+
+
+def output_scale(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
+    """How loud each channel is to its consumers: its BN scale ``gamma`` (mean over the
+    group's BNs: after normalisation, two channels with parallel filters differ only by
+    it), or its filters' L2 norm when the group has no BN."""
+    gammas = [_rows(model.get_submodule(s.module).weight, s, group.size)[:, 0].float() for s in group.norms
+              if getattr(model.get_submodule(s.module), "weight", None) is not None]
+    return torch.stack(gammas).mean(0) if gammas else weight_matrix(model, group).norm(dim=1)
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:

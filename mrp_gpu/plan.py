@@ -9,6 +9,7 @@ records each group's original width so a plan made for another model is caught.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ class PruningPlan:
     macs_before, macs_after, params_before, params_after : int
     trajectory : list of dict
         One record per pruning step (MRP only).
+    merges : list of dict
+        ``compensate``: ``{"group", "channel", "into", "scale"}`` in removal order; before
+        ``channel`` goes, its consumers' weights are added, times ``scale``, to those of
+        ``into`` (its most similar community partner), so the partner carries its signal.
     """
 
     model: str
@@ -67,6 +72,7 @@ class PruningPlan:
     params_after: int = 0
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    merges: list[dict[str, Any]] = field(default_factory=list)
     version: int = PLAN_VERSION
 
     def __post_init__(self):
@@ -124,6 +130,23 @@ class PruningPlan:
             raise PlanError(f"method: expected a string, got {self.method!r}"[:300])
         if not isinstance(self.config, dict) or not isinstance(self.trajectory, list):
             raise PlanError("config must be an object and trajectory a list")
+        if not isinstance(self.merges, list):
+            raise PlanError("merges: expected a list")
+        for k, m in enumerate(self.merges):
+            where = f"merges[{k}]"
+            if not isinstance(m, dict) or set(m) != {"group", "channel", "into", "scale"}:
+                raise PlanError(f"{where}: expected an object with group, channel, into, scale")
+            if m["group"] not in self.sizes:
+                raise PlanError(f"{where}: unknown group {m['group']!r}"[:300])
+            for key in ("channel", "into"):
+                _check_int(m[key], f"{where}.{key}", low=0)
+                if m[key] >= self.sizes[m["group"]]:
+                    raise PlanError(f"{where}.{key}: index {m[key]} out of range [0, {self.sizes[m['group']]})")
+            if m["channel"] == m["into"]:
+                raise PlanError(f"{where}: a channel cannot merge into itself")
+            scale = m["scale"]
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+                raise PlanError(f"{where}.scale: expected a finite number, got {m['scale']!r}"[:300])
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:

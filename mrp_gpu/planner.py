@@ -128,14 +128,15 @@ class Budget:
         self.counts[g] -= len(channels)
         self.macs, self.params = self.groups.cost.macs(self.counts), self.groups.cost.params(self.counts)
 
-    def to_plan(self, model: str, method: str, config: dict, trajectory=None, notes=None) -> PruningPlan:
+    def to_plan(self, model: str, method: str, config: dict, trajectory=None, notes=None,
+                merges=None) -> PruningPlan:
         kept = {g.id: tuple(np.flatnonzero(a).tolist()) for g, a in zip(self.groups, self.alive)
                 if not a.all()}
         return PruningPlan(model=model, input_size=tuple(self.groups.input_size),
                            sizes={g.id: g.size for g in self.groups}, kept=kept, method=method,
                            config=config, macs_before=self.macs0, macs_after=self.macs,
                            params_before=self.params0, params_after=self.params,
-                           trajectory=list(trajectory or []), notes=list(notes or []))
+                           trajectory=list(trajectory or []), notes=list(notes or []), merges=list(merges or []))
 
 
 def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,
@@ -195,13 +196,14 @@ class _Redundancy:
     """
 
     def __init__(self, model, groups: ChannelGroups, config, feats, device):
-        from .features import bn_scale, weight_matrix
+        from .features import bn_scale, output_scale, weight_matrix
 
         self.groups, self.config, self.device, self.model = groups, config, device, model
         self.tau = thresholds(feats, z=config.z, tau=config.tau, chance_degree=config.chance_degree,
                               corrected_dim=config.corrected_dim)
         self.alive = [np.ones(g.size, dtype=bool) for g in groups]
         self.l1, self.scale, self.gram = [], [], []
+        self.loudness = [output_scale(model, g).double().cpu().numpy() for g in groups]
         for gi, g in enumerate(groups):
             w = weight_matrix(model, g).to(device)
             s = bn_scale(model, g)
@@ -223,27 +225,37 @@ class _Redundancy:
     def norms(self, g: int) -> np.ndarray:
         return self.l1[g] * self.scale[g]
 
-    def pick(self, g: int, k: int, rule: str, by_norm: bool = False) -> list[tuple[int, int]]:
-        """The ``k`` channels of group ``g`` to remove next, with their community sizes.
+    def pick(self, g: int, k: int, rule: str, by_norm: bool = False,
+             partners: bool = False) -> list[tuple[int, int, dict | None]]:
+        """The ``k`` channels of group ``g`` to remove next: (channel, community size, merge).
 
         Each comes from the largest community of the current partition (the most
         replaceable by ``rule``); when every live channel is alone, or with ``by_norm``,
-        the smallest-norm channel goes.
+        the smallest-norm channel goes. With ``partners``, each channel taken from a
+        community also gets a merge: its most similar remaining member, and the ratio
+        of their output scales (clipped to [-4, 4]).
         """
-
         live = self.alive[g].copy()
-        sim = self.similarity(g) if (rule in NEEDS_SIMILARITY and not by_norm) else None
+        needs_sim = (rule in NEEDS_SIMILARITY or partners) and not by_norm
+        sim = self.similarity(g) if needs_sim else None
         chosen = []
         for _ in range(k):  # one community state serves the whole quantum
             pos = np.flatnonzero(live)
             labels = self.labels[g][pos]
+            merge = None
             if by_norm or len(np.unique(labels)) == len(labels):
                 channel, size = int(pos[np.argmin(self.norms(g)[pos])]), 1
             else:
                 members = pos[largest_community(labels)]
                 channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g])[0])
                 size = len(members)
-            chosen.append((channel, size))
+                if partners:
+                    others = members[members != channel]
+                    into = int(others[int(torch.argmax(sim[channel, torch.as_tensor(others)]))])
+                    ratio = self.loudness[g][channel] / self.loudness[g][into] if self.loudness[g][into] else 0.0
+                    merge = {"group": self.groups[g].id, "channel": channel, "into": into,
+                             "scale": float(np.clip(ratio, -4.0, 4.0))}
+            chosen.append((channel, size, merge))
             live[channel] = False
         return chosen
 
@@ -349,8 +361,12 @@ class _Redundancy:
         return cols[torch.as_tensor(order, device=cols.device)].float().to(self.device)
 
 
-def removal_order(model, groups: ChannelGroups, group: str, config, calibration=None) -> list[int]:
+def removal_order(model, groups: ChannelGroups, group: str, config,
+                  calibration=None) -> tuple[list[int], list[dict | None]]:
     """Every channel of one group, most replaceable first, by repeated MRP removal.
+
+    Also returns, for each removal, the merge ``compensate`` would make (None for a
+    channel that was alone in its community).
 
     The group alone goes through the SRP step until one channel is left: remove the
     most replaceable channel of its largest community, recompute its graph and
@@ -367,12 +383,14 @@ def removal_order(model, groups: ChannelGroups, group: str, config, calibration=
     g = groups.index(group)
     state.refresh([g])
     order = []
+    merges = []
     while state.alive[g].sum() > 1:
-        (channel, _), = state.pick(g, 1, config.replace)
+        (channel, _, merge), = state.pick(g, 1, config.replace, partners=True)
         state.remove(g, [channel])
         state.refresh([g], flush=False)
         order.append(channel)
-    return order + np.flatnonzero(state.alive[g]).tolist()
+        merges.append(merge)
+    return order + np.flatnonzero(state.alive[g]).tolist(), merges
 
 
 def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, model_name: str = "model",
@@ -406,7 +424,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     state = _Redundancy(model, groups, config, feats, device)
     state.refresh(list(range(len(groups))))
     R0 = state.R.copy()
-    trajectory, stale, fallbacks, it = [], set(), 0, 0
+    trajectory, merges, stale, fallbacks, it = [], [], set(), 0, 0
     goal = None if target is None else (target.flops if target.flops is not None else target.params)
     bar = tqdm(total=1000, desc="MRP", disable=not progress, leave=False)
     while not budget.done():
@@ -432,8 +450,9 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
             share = savings * budget.counts
             g = int(candidates[np.argmax(share[candidates])])
         r_before = float(state.R[g])
-        chosen = state.pick(g, int(quanta[g]), config.replace, by_norm=fallback)
-        removed = [c for c, _ in chosen]
+        chosen = state.pick(g, int(quanta[g]), config.replace, by_norm=fallback, partners=config.compensate)
+        removed = [c for c, _, _ in chosen]
+        merges += [m for _, _, m in chosen if m is not None]
         stale.update(state.remove(g, removed))
         budget.remove(g, removed)
         it += 1
@@ -445,7 +464,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
             stale = {h for h in stale if state.pending[h]}
         fallbacks += int(fallback)
         macs_red, params_red = budget.reductions()
-        for channel, size in chosen:
+        for channel, size, _ in chosen:
             trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": channel,
                                "community_size": size, "R_before": round(r_before, 6),
                                "R_after": round(float(state.R[g]), 6), "score": round(float(score[g]), 6),
@@ -461,4 +480,4 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
                      "the largest MACs share: no group that could still shrink had a community of two or more")
     cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist())),
                               "redundancy_after": dict(zip(groups.ids, np.round(state.R, 6).tolist()))}
-    return budget.to_plan(model_name, "mrp", cfg, trajectory, notes)
+    return budget.to_plan(model_name, "mrp", cfg, trajectory, notes, merges)

@@ -113,6 +113,9 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
         lines.append(f"| accuracy ({summary['data']}, no retraining) | {summary['accuracy_before']:.2%} | "
                      f"{summary['accuracy_after_no_retraining']:.2%} | "
                      f"{(summary['accuracy_after_no_retraining'] - summary['accuracy_before']) * 100:+.2f} pt |")
+    if summary.get("latency_speedup"):
+        lines.append("| inference speed-up (best memory format) | | | " + ", ".join(
+            f"batch {k.split('@')[1]}: {v:.2f}x" for k, v in summary["latency_speedup"].items()) + " |")
     lines += ["", f"Masked and sliced outputs agree to {summary.get('max_abs_diff_masked_vs_sliced', 0):.2e} "
               f"(max abs). Planning took {summary.get('seconds', 0):.2f} s over {len(plan.trajectory)} steps.", ""]
     lines += [f"- {n}" for n in plan.notes] + ([""] if plan.notes else [])

@@ -17,15 +17,19 @@ without materialising any ``n x n`` matrix.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 
 import torch
 
 from .features import GroupFeatures
 
-__all__ = ["BatchedGraph", "effective_dim", "chance_z", "thresholds", "similarity_edges", "group_edges", "build_graphs"]
+__all__ = ["BatchedGraph", "kernels_module", "effective_dim", "chance_z", "thresholds", "similarity_edges",
+           "group_edges", "build_graphs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +54,27 @@ class BatchedGraph:
     def edges_per_graph(self) -> torch.Tensor:
         gid = torch.bucketize(self.edge_index[0], self.ptr[1:], right=True)
         return torch.bincount(gid, minlength=len(self.ids)) // 2
+
+
+def kernels_module():
+    """``mrp_gpu.kernels``: installed (setup.py maps ``kernels/`` there), or from a source checkout.
+
+    Run from the source tree (``PYTHONPATH=.``, as on the GPU test machine), the
+    top-level ``kernels/`` is loaded under the same name.
+    """
+    try:
+        from . import kernels
+    except ImportError:
+        src = Path(__file__).resolve().parent.parent / "kernels"
+        if not (src / "__init__.py").is_file():
+            raise ImportError("mrp_gpu.kernels is not installed and no kernels/ source folder is beside "
+                              "the package") from None
+        spec = importlib.util.spec_from_file_location("mrp_gpu.kernels", src / "__init__.py",
+                                                      submodule_search_locations=[str(src)])
+        kernels = importlib.util.module_from_spec(spec)
+        sys.modules["mrp_gpu.kernels"] = kernels
+        spec.loader.exec_module(kernels)
+    return kernels
 
 
 def effective_dim(f: torch.Tensor) -> float:
@@ -122,9 +147,7 @@ def build_graphs(features: GroupFeatures, *, z: float | None = None, tau: float 
     """
     taus = thresholds(features, z=z, tau=tau, chance_degree=chance_degree, corrected_dim=corrected_dim)
     if engine == "kernel":
-        from .kernels import similarity_edges as fused
-
-        ei, w, ptr = fused(list(features.rows), taus, k_max)
+        ei, w, ptr = kernels_module().similarity_edges(list(features.rows), taus, k_max)
         return BatchedGraph(features.ids, ei, w, ptr, tuple(taus))
     if engine != "torch":
         raise ValueError(f"unknown similarity engine {engine!r}; choose torch or kernel")

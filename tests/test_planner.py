@@ -141,3 +141,21 @@ def test_queued_downdates_equal_a_recomputation(demo):
     masked = apply_masks(demo, PruningPlan("demo", (1, 28, 28), {x.id: x.size for x in groups}, kept, "t"), groups)
     w = weight_matrix(masked, groups[h]).double()
     torch.testing.assert_close(state.gram[h].double(), w @ w.T, rtol=1e-4, atol=1e-5)
+
+
+def test_compensate_folds_removed_channels_into_partners(demo):
+    from mrp_gpu.api import masked_vs_sliced
+    from mrp_gpu.executor import slice_model
+    from mrp_gpu.groups import build_groups, example_input
+
+    groups = build_groups(demo, (1, 28, 28))
+    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(compensate=True), groups=groups)
+    assert len(p.merges) >= len(p.trajectory) // 2  # most removals came from a community, so have a partner
+    for m in p.merges:
+        assert m["channel"] in p.removed(m["group"]) and m["channel"] != m["into"]
+    sliced = slice_model(demo, p, groups)
+    assert masked_vs_sliced(demo, p, sliced, groups) < 1e-3  # the fold happens in both, identically
+    plain = slice_model(demo, plan(demo, (1, 28, 28), target_flops=0.3, groups=groups), groups)
+    x = example_input((1, 28, 28), batch=4)
+    with torch.no_grad():
+        assert not torch.allclose(sliced(x), plain(x))  # compensation changed the consumers

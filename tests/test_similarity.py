@@ -79,3 +79,14 @@ def test_random_directions_give_few_chance_edges():
     graph = build_graphs(GroupFeatures(tuple("abcd"), rows))
     per_node = graph.edges_per_graph().double() * 2 / torch.tensor([16, 64, 256, 1024])
     assert (per_node < 0.2).all(), per_node  # about chance_degree = 0.05 expected
+
+
+def test_kernels_load_from_a_source_checkout(monkeypatch):
+    """On the GPU machine the code runs from the source tree, where kernels/ is not under mrp_gpu/."""
+    import sys
+
+    from mrp_gpu.similarity import kernels_module
+
+    monkeypatch.setitem(sys.modules, "mrp_gpu.kernels", None)  # as if setup.py had not mapped it
+    module = kernels_module()
+    assert module.__file__.endswith("kernels/__init__.py") and callable(module.similarity_edges)

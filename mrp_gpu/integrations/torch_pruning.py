@@ -85,9 +85,9 @@ def partition_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig)
         communities = len(np.unique(labels))
         order = state.pick(g, n - communities, config.replace)  # SRP inside the group, partition fixed
         score = np.empty(n)
-        for k, (channel, _) in enumerate(order):
+        for k, (channel, _, _) in enumerate(order):
             score[channel] = communities / (n - k)  # 1 / R just before this channel goes
-        rest = np.setdiff1d(np.arange(n), [c for c, _ in order])
+        rest = np.setdiff1d(np.arange(n), [c for c, _, _ in order])
         norms = state.norms(g)[rest]
         score[rest] = 1.0 + np.argsort(np.argsort(norms, kind="stable"), kind="stable") / max(len(rest), 1)
         out[group.id] = score

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from mrp_gpu.features import GroupFeatures, normalize_rows
-from mrp_gpu.similarity import build_graphs
+from mrp_gpu.similarity import (
+    build_graphs,
+    kernels_module,
+)
 
-kernels = pytest.importorskip("mrp_gpu.kernels.similarity")
+kernels = kernels_module().similarity
 pytestmark = pytest.mark.skipif(not kernels.kernel_usable(), reason="numba-cuda not installed")
 
 MARGIN = 1e-5  # pairs this close to the threshold may fall either way in float32
