@@ -295,16 +295,19 @@ class _Redundancy:
             if self.edges[g] is None:
                 self.edges[g] = similarity_edges(self.similarity(g), self.tau[g], self.config.k_max)
             ei, w = self.edges[g]
-            parts.append(ei + offsets[-1])
+            # the graph holds the live channels only, renumbered 0..n_live-1
+            rank = torch.as_tensor(np.cumsum(self.alive[g]) - 1, device=ei.device)
+            parts.append(rank[ei] + offsets[-1])
             weights.append(w)
-            offsets.append(offsets[-1] + self.groups[g].size)
+            offsets.append(offsets[-1] + int(self.alive[g].sum()))
         ptr = torch.tensor(offsets, device=self.device)
         ug = symmetric_union(torch.cat(parts, 1), torch.cat(weights), offsets[-1], ptr)
         labels = louvain_graph(ug, backend=self.config.backend, resolution=self.config.resolution,
                                seed=self.config.seed, consecutive=False).cpu().numpy()
         for k, g in enumerate(which):
-            self.labels[g] = labels[offsets[k]:offsets[k + 1]]
-            live = self.labels[g][self.alive[g]]
+            live = labels[offsets[k]:offsets[k + 1]]
+            self.labels[g] = np.full(self.groups[g].size, -1, dtype=np.int64)
+            self.labels[g][self.alive[g]] = live
             self.R[g] = len(live) / len(np.unique(live)) if len(live) else 1.0
 
     def remove(self, g: int, channels: list[int]) -> list[int]:
