@@ -76,3 +76,30 @@ def test_help_and_version(argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0
+
+
+def test_prune_torchvision_resnet50_and_reload(tmp_path):
+    out = tmp_path / "r50"
+    assert main(["prune", "resnet50", "--method", "l1", "--target-flops", "0.3", "--input-size", "3x64x64",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.30 <= summary["macs_reduction"] <= 0.33
+    model = load_pruned(out)
+    x = example_input((3, 64, 64))
+    assert tp.utils.count_ops_and_params(model, x)[0] == summary["macs_after"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k])
+
+
+def test_prune_mrp_demo_writes_a_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(out), "--quiet"]) == 0
+    for f in ("report.md", "redundancy.png", "channels.png", "trajectory.png"):
+        assert (out / f).stat().st_size > 500, f
+    report = (out / "report.md").read_text()
+    assert "| MACs |" in report and "trajectory.png" in report
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["trajectory"] and 0.50 <= json.loads((out / "summary.json").read_text())["macs_reduction"] <= 0.53

@@ -1,0 +1,227 @@
+"""Redundancy throughput on the CPU, in one process and one run (every ratio is same-run).
+
+1. RMCD (features, similarity, Louvain, redundancy) of resnet50 on the standard
+   workload (kNN graphs, k_max=16, tau=-1) with each CPU engine, and of the demo with
+   the defaults; medians after a warm-up.
+2. A full MRP plan of resnet50 to -50 % MACs (dependency trace included), against
+   Torch-Pruning's ``MetaPruner`` + ``GroupMagnitudeImportance`` (global) stepped to
+   the same MACs target (its dependency graph and MACs counting included).
+3. Per SRP step, mrp_gpu against the naive reference (``reference_naive.py``): on
+   resnet56 to the end, on resnet50 for ``--naive-steps`` steps (labelled as such).
+4. Scaling of each RMCD stage with model size (resnet18 -> 152, wide_resnet101_2,
+   regnet_y_16gf): a log-log plot of time against filters.
+5. Inference latency of resnet50 pruned to -50 % MACs, with and without
+   ``round_to=8``, against the unpruned model (batch 1 and 64, best memory format).
+
+Writes ``OUT/throughput_cpu.json``, ``OUT/throughput_cpu.md`` and ``OUT/scaling_cpu.png``.
+
+    python benchmarks/throughput.py --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference_naive import naive_plan
+
+from mrp_gpu.api import plan
+from mrp_gpu.bench import KNN_WORKLOAD, bench_latency, bench_rmcd, latency_speedups
+from mrp_gpu.config import MRPConfig
+from mrp_gpu.executor import slice_model
+from mrp_gpu.groups import build_groups, example_input
+from mrp_gpu.io import atomic_write_text
+from mrp_gpu.models import create_model, default_input_size
+
+SCALING = ("resnet18", "resnet50", "resnet101", "resnet152", "wide_resnet101_2", "regnet_y_16gf")
+
+
+def tp_magnitude(name: str, target: float, steps: int = 100) -> dict:
+    """Torch-Pruning's magnitude pruner, global, stepped until the MACs target holds (all timed)."""
+    model = create_model(name)
+    x = example_input(default_input_size(name))
+    t0 = time.perf_counter()
+    base, _ = tp.utils.count_ops_and_params(model, x)
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(), pruning_ratio=0.9,
+                                  global_pruning=True, iterative_steps=steps, ignored_layers=[classifier])
+    macs, n = base, 0
+    while macs > (1 - target) * base and n < steps:
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(model, x)
+        n += 1
+    return {"seconds": time.perf_counter() - t0, "pruner_steps": n, "macs_reduction": 1 - macs / base,
+            "iterative_steps": steps}
+
+
+def mrp_plan(name: str, target: float, config: MRPConfig) -> dict:
+    model = create_model(name)
+    size = default_input_size(name)
+    t0 = time.perf_counter()
+    groups = build_groups(model, size)
+    p = plan(model, size, target_flops=target, config=config, groups=groups)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "steps": len(p.trajectory), "macs_reduction": p.macs_reduction,
+            "per_step_ms": 1e3 * seconds / max(len(p.trajectory), 1)}
+
+
+def naive_vs_ours(name: str, target: float, max_steps: int | None) -> dict:
+    model = create_model(name)
+    size = default_input_size(name)
+    groups = build_groups(model, size)
+    p, times = naive_plan(model, groups, target, max_steps=max_steps)
+    t0 = time.perf_counter()
+    ours = plan(model, size, target_flops=target, groups=groups, config=MRPConfig(refresh_every=1))
+    ours_s = time.perf_counter() - t0
+    naive_ms = 1e3 * statistics.median(times)
+    ours_ms = 1e3 * ours_s / len(ours.trajectory)
+    return {"naive_steps_timed": len(times), "naive_step_ms_median": naive_ms, "naive_to_end": max_steps is None,
+            "mrp_gpu_steps": len(ours.trajectory), "mrp_gpu_step_ms_mean": ours_ms,
+            "mrp_gpu_plan_s": ours_s, "per_step_speedup": naive_ms / ours_ms}
+
+
+def scaling(repeat: int) -> dict:
+    out = {}
+    for name in SCALING:
+        model = create_model(name)
+        size = default_input_size(name)
+        groups = build_groups(model, size)
+        row = bench_rmcd(model, size, MRPConfig(backend="igraph", **KNN_WORKLOAD), repeat=repeat, groups=groups)
+        out[name] = row
+        print(f"scaling {name}: {row['filters']} filters, RMCD {row['rmcd'] * 1e3:.0f} ms", flush=True)
+        del model
+    return out
+
+
+def latency(target: float, repeat: int) -> dict:
+    name = "resnet50"
+    size = default_input_size(name)
+    model = create_model(name)
+    groups = build_groups(model, size)
+    models = {"unpruned": model}
+    for label, cfg in (("mrp", MRPConfig(step=0.01)), ("mrp_round8", MRPConfig(step=0.01, round_to=8))):
+        p = plan(model, size, target_flops=target, config=cfg, groups=groups)
+        models[label] = slice_model(model, p, groups)
+    rows = bench_latency(models, size, batches=(1, 64), device="cpu", repeat=repeat, warmup=2)
+    return {"rows": rows, "speedup": latency_speedups(rows, "unpruned")}
+
+
+def plot_scaling(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["scaling"]
+    x = [r["filters"] for r in rows.values()]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for stage in ("features", "similarity", "louvain", "redundancy", "rmcd"):
+        ax.loglog(x, [r[stage] for r in rows.values()], marker="o", label=stage, lw=2 if stage == "rmcd" else 1)
+    for name, r in rows.items():
+        ax.annotate(name, (r["filters"], r["rmcd"]), fontsize=6)
+    ax.set_xlabel("filters")
+    ax.set_ylabel("seconds (median)")
+    ax.set_title("RMCD stages on the CPU (igraph, kNN k=16)")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def markdown(r: dict) -> str:
+    rm = r["rmcd"]
+    lines = [f"# Throughput on the CPU ({r['machine']})", "", f"{r['date']}; `{r['command']}`.", "",
+             "## RMCD (one batched pass over every layer)", "",
+             "| model | workload | engine | filters | RMCD ms | features | similarity | louvain | redundancy | "
+             "filters/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, row in rm.items():
+        model, workload, engine = key.split("|")
+        lines.append(f"| {model} | {workload} | {engine} | {row['filters']} | {row['rmcd'] * 1e3:.1f} | "
+                     f"{row['features'] * 1e3:.1f} | {row['similarity'] * 1e3:.1f} | {row['louvain'] * 1e3:.1f} | "
+                     f"{row['redundancy'] * 1e3:.1f} | {row['filters_per_s']:.3g} |")
+    lines += ["", "## Full plan of resnet50 to -50 % MACs (trace included), same run", "",
+              "| planner | seconds | steps | MACs removed |", "|---|---|---|---|"]
+    for k, v in r["plans"].items():
+        steps = v.get("steps", v.get("pruner_steps"))
+        lines.append(f"| {k} | {v['seconds']:.2f} | {steps} | {v['macs_reduction']:.1%} |")
+    lines += ["", "## Per SRP step: mrp_gpu against the naive reference", "",
+              "| model | naive ms/step (median) | mrp_gpu ms/step | speed-up | naive steps timed |",
+              "|---|---|---|---|---|"]
+    for k, v in r["naive"].items():
+        label = "to the end" if v["naive_to_end"] else f"first {v['naive_steps_timed']} steps only"
+        lines.append(f"| {k} | {v['naive_step_ms_median']:.1f} | {v['mrp_gpu_step_ms_mean']:.2f} | "
+                     f"{v['per_step_speedup']:.0f}x | {label} |")
+    lines += ["", "## Scaling", "", "![scaling](scaling_cpu.png)", "",
+              "| model | filters | RMCD ms |", "|---|---|---|"]
+    lines += [f"| {k} | {v['filters']} | {v['rmcd'] * 1e3:.0f} |" for k, v in r["scaling"].items()]
+    lines += ["", "## Inference latency, resnet50 at -50 % MACs (CPU, best memory format)", "",
+              "| model | batch | ms | images/s |", "|---|---|---|---|"]
+    best = {}
+    for row in r["latency"]["rows"]:
+        key = (row["model"], row["batch"])
+        if key not in best or row["ms"] < best[key]["ms"]:
+            best[key] = row
+    lines += [f"| {m} | {b} | {v['ms']:.1f} | {v['images_per_s']:.1f} |" for (m, b), v in best.items()]
+    lines += ["", "Speed-up against the unpruned model: " +
+              ", ".join(f"{k} {v:.2f}x" for k, v in r["latency"]["speedup"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--naive-steps", type=int, default=3)
+    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": date.today().isoformat(),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__}
+
+    result["rmcd"] = {}
+    for name, workload in (("resnet50", "knn16"), ("demo", "defaults")):
+        model = create_model(name)
+        size = default_input_size(name)
+        groups = build_groups(model, size)
+        for engine in ("igraph", "torch"):
+            cfg = MRPConfig(backend=engine, **(KNN_WORKLOAD if workload == "knn16" else {}))
+            row = bench_rmcd(model, size, cfg, repeat=args.repeat, groups=groups)
+            result["rmcd"][f"{name}|{workload}|{engine}"] = row
+            print(f"RMCD {name} {workload} {engine}: {row['rmcd'] * 1e3:.1f} ms", flush=True)
+
+    result["plans"] = {"mrp_gpu (defaults, step=1)": mrp_plan("resnet50", args.target, MRPConfig()),
+                       "mrp_gpu (step=1%)": mrp_plan("resnet50", args.target, MRPConfig(step=0.01)),
+                       "mrp_gpu (kNN k=16 graphs, step=1%)": mrp_plan("resnet50", args.target,
+                                                                     MRPConfig(step=0.01, **KNN_WORKLOAD)),
+                       "torch-pruning MetaPruner + GroupMagnitudeImportance (100 steps)":
+                           tp_magnitude("resnet50", args.target)}
+    for k, v in result["plans"].items():
+        print(f"plan {k}: {v['seconds']:.2f} s", flush=True)
+
+    result["naive"] = {"resnet56": naive_vs_ours("resnet56", args.target, None),
+                       "resnet50": naive_vs_ours("resnet50", args.target, args.naive_steps)}
+    print(json.dumps(result["naive"]), flush=True)
+    result["scaling"] = scaling(max(1, args.repeat // 2))
+    result["latency"] = latency(args.target, repeat=args.repeat)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_scaling(result, out / "scaling_cpu.png")
+    atomic_write_text(out / "throughput_cpu.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "throughput_cpu.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
