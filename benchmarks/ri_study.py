@@ -76,6 +76,11 @@ class Evaluator:
         return 100 * (self.base - self.accuracy(apply_masks(self.model, plan, self.groups)))
 
 
+def default_criterion() -> str:
+    d = MRPConfig()
+    return f"mrp:{d.replace}" + ("+compensate" if d.compensate else "")
+
+
 def orders_for(model, groups, group, seeds) -> dict[str, list[tuple[list[int], list]]]:
     """Removal orders (most removable first) of one group, per criterion: (order, merges) over seeds.
 
@@ -87,8 +92,7 @@ def orders_for(model, groups, group, seeds) -> dict[str, list[tuple[list[int], l
         order, merges = removal_order(model, groups, group, MRPConfig(replace=rule))
         out[f"mrp:{rule}"] = [(order, [])]
         out[f"mrp:{rule}+compensate"] = [(order, merges)]
-    default = MRPConfig().replace
-    out["least-replaceable"] = [(out[f"mrp:{default}"][0][0][::-1], [])]
+    out["least-replaceable"] = [(out[f"mrp:{MRPConfig().replace}"][0][0][::-1], [])]
     g = groups[group]
     out["l1"] = [(np.argsort(channel_scores(model, g, "l1"), kind="stable").tolist(), [])]
     out["random"] = [(np.random.default_rng(s).permutation(g.size).tolist(), []) for s in seeds]
@@ -108,7 +112,15 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=5000, help="test images per accuracy (fixed subset)")
     p.add_argument("--seeds", type=int, default=3, help="random orders averaged")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--replot", action="store_true", help="redraw md and plots from OUT/ri_study.json only")
     args = p.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        result = json.loads((out / "ri_study.json").read_text())
+        result["part1"]["default_criterion"] = default_criterion()
+        plots(result, out)
+        atomic_write_text(out / "ri_study.md", markdown(result))
+        return 0
     torch.set_num_threads(2)
     t0 = time.time()
 
@@ -129,7 +141,7 @@ def main(argv=None) -> int:
         per_group[g.id] = {"channels": g.size, "removed": k, "R": R[g.id], "drop": drops, "orders": orders}
         print(f"{g.id:16s} R={R[g.id]:5.2f}  " + "  ".join(f"{n}={d:5.2f}" for n, d in drops.items()), flush=True)
 
-    default = f"mrp:{MRPConfig().replace}"
+    default = default_criterion()
     ids = list(per_group)
     r = np.array([per_group[i]["R"] for i in ids])
     part1 = {name: spearman(r, [-per_group[i]["drop"][name] for i in ids])
@@ -191,9 +203,13 @@ def plots(result, out: Path) -> None:
 
     curves = result["curves"]
     fig, axes = plt.subplots(1, len(curves["groups"]), figsize=(4.5 * len(curves["groups"]), 3.8), squeeze=False)
+    colors = {"norm-in-community": "C0", "mean-sim": "C1", "nearest": "C2", "reconstruction": "C3",
+              "least-replaceable": "C8", "l1": "black", "random": "grey"}
     for ax, (gid, by_rule) in zip(axes[0], curves["groups"].items()):
         for name, ys in by_rule.items():
-            ax.plot(curves["fractions"], ys, marker="o", ms=3, label=name)
+            base = name.removeprefix("mrp:").removesuffix("+compensate")
+            ax.plot(curves["fractions"], ys, marker="o", ms=3, label=name, color=colors.get(base),
+                    ls="--" if name.endswith("+compensate") else "-")
         ax.set_title(f"{gid} (R={g[gid]['R']:.2f})")
         ax.set_xlabel("fraction of the group removed")
         ax.set_ylabel("accuracy drop (points)")

@@ -158,8 +158,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-channels", type=float, default=d.min_channels)
     g.add_argument("--round-to", type=int, default=d.round_to)
     g.add_argument("--cost-aware", action="store_true")
-    g.add_argument("--compensate", action="store_true",
-                   help="fold each removed channel into its most similar community partner")
+    g.add_argument("--no-compensate", dest="compensate", action="store_false",
+                   help="do not fold removed channels into their most similar community partner")
     g.add_argument("--refresh-every", type=int, default=d.refresh_every)
 
 

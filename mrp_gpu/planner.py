@@ -439,17 +439,21 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
             raise TargetError("no group can shrink further before the target is met")  # reachability was checked
         savings = groups.cost.savings(budget.counts)
         while True:  # lazy: the group about to be chosen is brought up to date first
+            redundant = candidates[state.R[candidates] > 1.0]  # a group of singletons is no candidate
+            fallback = len(redundant) == 0
+            if fallback:
+                break
             score = state.R.copy()
             if config.cost_aware:
-                score = score * savings / max(savings[candidates].max(), 1e-12)
-            cand_score = score[candidates]
-            g = int(candidates[np.argmax(cand_score)])  # ties: the earlier group
+                score = score * savings / max(savings[redundant].max(), 1e-12)
+            cand_score = score[redundant]
+            g = int(redundant[np.argmax(cand_score)])  # ties: the earlier group
             if not state.pending[g]:
                 break
             state.refresh([g])
             stale.discard(g)
-        fallback = state.R[candidates].max() <= 1.0
         if fallback:
+            cand_score = np.zeros(1)
             share = savings * budget.counts
             g = int(candidates[np.argmax(share[candidates])])
         r_before = float(state.R[g])
