@@ -16,10 +16,9 @@ import torch.nn as nn
 
 from .config import MRPConfig
 from .groups import ChannelGroups, build_groups, example_input
-from .models import create_model, default_input_size
 from .timing import sync
 
-__all__ = ["KNN_WORKLOAD", "bench_rmcd", "bench_plan", "bench_latency", "count_filters"]
+__all__ = ["KNN_WORKLOAD", "bench_rmcd", "bench_plan", "bench_latency", "latency_speedups", "count_filters"]
 
 KNN_WORKLOAD = {"k_max": 16, "tau": -1.0}
 
@@ -108,8 +107,3 @@ def latency_speedups(rows: list[dict], base: str) -> dict:
         key = (r["model"], r["batch"])
         best[key] = min(best.get(key, float("inf")), r["ms"])
     return {f"{m}@{b}": best[(base, b)] / ms for (m, b), ms in best.items() if m != base}
-
-
-def zoo_model(name: str, device="cpu") -> tuple[nn.Module, tuple[int, ...]]:
-    """A zoo model and its input size, for the benchmarks (random weights except the demo)."""
-    return create_model(name).to(device), default_input_size(name)

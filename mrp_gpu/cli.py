@@ -181,14 +181,9 @@ def _eval_dataset(args):
     if args.data:
         return args.data
     if args.model == "demo":
-        from .data import _fashion_mnist_root
-        from .errors import DataError
+        from .data import fashion_mnist_available
 
-        try:
-            _fashion_mnist_root(args.data_root)
-            return "fashion-mnist"
-        except DataError:
-            return None
+        return "fashion-mnist" if fashion_mnist_available(args.data_root) else None
     return None
 
 
@@ -324,10 +319,14 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .models import default_input_size, list_models
+    from .models import default_input_size, demo_card, list_models
 
     for name in list_models(args.pattern):
-        print(f"{name:28s} {'x'.join(map(str, default_input_size(name)))}")
+        note = ""
+        if name == "demo":
+            card = demo_card()
+            note = f"  trained on Fashion-MNIST, {card['epochs']} epochs, test accuracy {card['test_accuracy']:.1%}"
+        print(f"{name:28s} {'x'.join(map(str, default_input_size(name)))}{note}")
     return 0
 
 

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import DataError
 from .io import atomic_write_bytes
 
-__all__ = ["DATASETS", "get_dataset", "make_loader", "calibration_batch", "num_classes", "DEBIAN_FASHION_MNIST"]
+__all__ = ["DATASETS", "fashion_mnist_available", "get_dataset", "make_loader", "calibration_batch", "num_classes",
+           "DEBIAN_FASHION_MNIST"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -51,6 +52,15 @@ def _check(name: str) -> None:
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("MRP_GPU_CACHE", Path.home() / ".cache" / "mrp_gpu"))
+
+
+def fashion_mnist_available(root: str | Path | None = None) -> bool:
+    """True when Fashion-MNIST can be read from ``root`` (or the Debian package's place)."""
+    try:
+        _fashion_mnist_root(root)
+        return True
+    except DataError:
+        return False
 
 
 def _fashion_mnist_root(root: str | Path | None) -> Path:
