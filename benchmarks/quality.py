@@ -52,11 +52,12 @@ BUDGETS = {
 }
 
 
-def prune_tp(model, size, target: float, classifier: torch.nn.Module):
+def prune_tp(model, size, target: float):
     """Torch-Pruning's magnitude pruner, global ranking, stepped until the MACs target holds."""
     import torch_pruning as tp
 
     model = copy.deepcopy(model)
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]  # the copy's own
     x = example_input(size)
     base, _ = tp.utils.count_ops_and_params(model, x)
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
@@ -82,8 +83,13 @@ def mrp_variant(method: str, seed: int) -> MRPConfig:
             if key not in fields:
                 raise SystemExit(f"{method}: unknown MRPConfig field {key!r}")
             cur = getattr(config, key)
-            changes[key] = (value in ("1", "true", "True")) if isinstance(cur, bool) else (
-                type(cur)(value) if cur is not None else float(value))
+            if isinstance(cur, bool):
+                changes[key] = value in ("1", "true", "True")
+            elif isinstance(cur, str):
+                changes[key] = value
+            else:  # numbers: an integral value stays an int (counts), otherwise a float (fractions)
+                number = float(value)
+                changes[key] = int(number) if number.is_integer() else number
         config = config.replace_with(**changes)
     return config
 
@@ -92,8 +98,7 @@ def prune(method, model, size, target, seed):
     if method == "none":
         return copy.deepcopy(model), 0.0
     if method == "tp-magnitude":
-        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-        return prune_tp(model, size, target, last)
+        return prune_tp(model, size, target)
     groups = build_groups(model, size)
     base_method = method.split("[")[0]
     config = mrp_variant(method, seed) if base_method == "mrp" else MRPConfig(seed=seed)

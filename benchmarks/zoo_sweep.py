@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=float, default=0.3)
     ap.add_argument("--models", default="", help="comma list (default: every torchvision classifier)")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--merge", action="store_true", help="replace only these models' rows in OUT/zoo.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     names = args.models.split(",") if args.models else [n for n in list_models() if n not in
@@ -74,6 +75,12 @@ def main(argv=None) -> int:
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": date.today().isoformat(),
               "machine": f"{platform.machine()}, CPU, {torch.get_num_threads()} threads", "target": args.target,
               "torch": torch.__version__, "models": rows}
+    if args.merge and (out / "zoo.json").is_file():
+        old = json.loads((out / "zoo.json").read_text())
+        new = {r["model"]: r for r in rows}
+        old["models"] = [new.pop(r["model"], r) for r in old["models"]] + list(new.values())
+        old.setdefault("reruns", []).append(result["command"])
+        result = old
     atomic_write_text(out / "zoo.json", json.dumps(result, indent=1))
     atomic_write_text(out / "zoo.md", markdown(result))
     print(markdown(result))

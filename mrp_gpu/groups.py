@@ -174,6 +174,10 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
         with torch.enable_grad():  # tracing follows autograd, even under an outer no_grad
             DG = tp.DependencyGraph().build_dependency(model, x, forward_fn=forward_fn, verbose=False)
         tp_groups = list(DG.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
+    except (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, AssertionError) as e:
+        # the dependency tracer gives up on some graphs (e.g. channel shuffles): refuse, clearly
+        raise ModelError(f"Torch-Pruning's dependency tracer cannot follow {type(model).__name__} at input "
+                         f"{tuple(input_size)}: {type(e).__name__}: {e}"[:400]) from None
     finally:
         model.train(was_training)
 

@@ -1,0 +1,58 @@
+"""Every torchvision classifier is pruned correctly by MRP, or refused with a clear reason.
+
+The default run checks a fast subset; ``-m slow`` checks every model against the
+results committed in benchmarks/results/zoo.json (what the README's table shows).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrp_gpu.api import check
+from mrp_gpu.config import MRPConfig
+from mrp_gpu.errors import MRPError
+from mrp_gpu.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from zoo_sweep import input_size
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "zoo.json"
+FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet"]
+
+
+def _check(name):
+    torch.manual_seed(0)
+    return check(create_model(name, weights=None), input_size(name), target_flops=0.3, config=MRPConfig(step=0.2))
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_subset_is_pruned_and_verified(name):
+    record = _check(name)
+    assert record["macs_reduction"] >= 0.3
+    assert record["max_abs_diff_masked_vs_sliced"] < 1e-2
+
+
+@pytest.mark.parametrize("name,reason", [("vit_b_16", "MultiheadAttention"),
+                                         ("shufflenet_v2_x0_5", "dependency tracer cannot follow")])
+def test_unsupported_models_are_refused_by_name(name, reason):
+    with pytest.raises(MRPError, match=reason):
+        _check(name)
+
+
+def _committed():
+    if not RESULTS.is_file():
+        return []
+    return [(r["model"], r["status"]) for r in json.loads(RESULTS.read_text())["models"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,status", _committed())
+def test_every_torchvision_model_matches_the_committed_sweep(name, status):
+    if status == "pruned":
+        _check(name)
+    else:
+        with pytest.raises(MRPError):
+            _check(name)
