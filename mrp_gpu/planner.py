@@ -452,10 +452,10 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
                 break
             state.refresh([g])
             stale.discard(g)
-        if fallback:
-            cand_score = np.zeros(1)
-            share = savings * budget.counts
-            g = int(candidates[np.argmax(share[candidates])])
+        if fallback:  # scored by the cost its channels carry, the largest first
+            score = savings * budget.counts
+            cand_score = score[candidates]
+            g = int(candidates[np.argmax(cand_score)])
         r_before = float(state.R[g])
         chosen = state.pick(g, int(quanta[g]), config.replace, by_norm=fallback, partners=config.compensate)
         removed = [c for c, _, _ in chosen]
