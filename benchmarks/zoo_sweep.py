@@ -60,7 +60,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--merge", action="store_true", help="replace only these models' rows in OUT/zoo.json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
     names = args.models.split(",") if args.models else [n for n in list_models() if n not in
                                                           ("demo", "vgg16_cifar") and not n.startswith("resnet") or
                                                           n in ("resnet18", "resnet34", "resnet50", "resnet101",

@@ -32,6 +32,28 @@ _REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.MHA: "nn.MultiheadAttention", O
             OPTYPE.CUSTOMIZED: "customized layer"}
 
 
+def _attention_modules() -> tuple[type, ...]:
+    """Attention layers refused before tracing: following them costs the tracer more memory than a machine has."""
+    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    return nn.MultiheadAttention, ShiftedWindowAttention, RelativePositionalMultiHeadAttention
+
+
+def _refuse_unsupported(model: nn.Module) -> None:
+    """Refuse, before tracing, layers whose channels cannot be removed one at a time."""
+    kinds = _attention_modules()
+    for name, module in model.named_modules():
+        if isinstance(module, kinds):
+            raise ModelError(f"cannot prune channels that run through attention: {name!r} "
+                             f"({type(module).__name__}); mrp_gpu prunes convolutional networks")
+        if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not (
+                module.groups == module.in_channels == module.out_channels):  # depthwise is fine
+            raise ModelError(f"cannot prune the grouped convolution {name!r} ({module.groups} groups of "
+                             f"{module.in_channels // module.groups} channels): removing single channels "
+                             "would unbalance its groups; mrp_gpu supports dense and depthwise convolutions")
+
+
 @dataclass(frozen=True, eq=False)
 class LayerSlice:
     """One dimension of one layer that a group's channels run through.
@@ -160,6 +182,7 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
     ModelError
         When a group runs through a layer type mrp_gpu cannot prune, naming it.
     """
+    _refuse_unsupported(model)
     was_training = model.training
     x = example_input(input_size, device=device)
     records: list[CallRecord] = []
@@ -174,7 +197,7 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
         with torch.enable_grad():  # tracing follows autograd, even under an outer no_grad
             DG = tp.DependencyGraph().build_dependency(model, x, forward_fn=forward_fn, verbose=False)
         tp_groups = list(DG.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
-    except (RuntimeError, ValueError, ZeroDivisionError, IndexError, KeyError, AssertionError) as e:
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError, IndexError, KeyError, AssertionError) as e:
         # the dependency tracer gives up on some graphs (e.g. channel shuffles): refuse, clearly
         raise ModelError(f"Torch-Pruning's dependency tracer cannot follow {type(model).__name__} at input "
                          f"{tuple(input_size)}: {type(e).__name__}: {e}"[:400]) from None

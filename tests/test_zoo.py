@@ -35,7 +35,8 @@ def test_fast_subset_is_pruned_and_verified(name):
     assert record["max_abs_diff_masked_vs_sliced"] < 1e-2
 
 
-@pytest.mark.parametrize("name,reason", [("vit_b_16", "MultiheadAttention"),
+@pytest.mark.parametrize("name,reason", [("vit_b_16", "MultiheadAttention"), ("swin_t", "ShiftedWindowAttention"),
+                                         ("resnext50_32x4d", "grouped convolution"),
                                          ("shufflenet_v2_x0_5", "dependency tracer cannot follow")])
 def test_unsupported_models_are_refused_by_name(name, reason):
     with pytest.raises(MRPError, match=reason):
