@@ -123,6 +123,7 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
 def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
     """A copy of ``model`` with the plan's pruned channels physically removed."""
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
+    groups.require_sliceable()
     positions = _removed_positions(plan, groups)
     sliced = copy.deepcopy(model)
     _fold_merges(sliced, plan, groups)

@@ -40,18 +40,20 @@ def _attention_modules() -> tuple[type, ...]:
     return nn.MultiheadAttention, ShiftedWindowAttention, RelativePositionalMultiHeadAttention
 
 
-def _refuse_unsupported(model: nn.Module) -> None:
-    """Refuse, before tracing, layers whose channels cannot be removed one at a time."""
+def _refuse_attention(model: nn.Module) -> None:
     kinds = _attention_modules()
     for name, module in model.named_modules():
         if isinstance(module, kinds):
             raise ModelError(f"cannot prune channels that run through attention: {name!r} "
                              f"({type(module).__name__}); mrp_gpu prunes convolutional networks")
-        if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not (
-                module.groups == module.in_channels == module.out_channels):  # depthwise is fine
-            raise ModelError(f"cannot prune the grouped convolution {name!r} ({module.groups} groups of "
-                             f"{module.in_channels // module.groups} channels): removing single channels "
-                             "would unbalance its groups; mrp_gpu supports dense and depthwise convolutions")
+
+
+def _grouped_convs(model: nn.Module) -> tuple[str, ...]:
+    """Convolutions with groups that are not depthwise: analysed, but not sliced one channel at a time."""
+    return tuple(f"{name} ({m.groups} groups of {m.in_channels // m.groups} channels)"
+                 for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1
+                 and not m.groups == m.in_channels == m.out_channels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,10 +122,19 @@ class ChannelGroups:
     groups: tuple[ChannelGroup, ...]
     input_size: tuple[int, ...]
     cost: CostModel = field(repr=False)
+    grouped_convs: tuple[str, ...] = ()
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_index", {g.id: i for i, g in enumerate(self.groups)})
+
+    def require_sliceable(self) -> None:
+        """Raise :class:`ModelError` when pruning would have to unbalance a grouped convolution."""
+        if self.grouped_convs:
+            raise ModelError(f"cannot prune the grouped convolution {self.grouped_convs[0]!r}"
+                             f"{f' and {len(self.grouped_convs) - 1} more' if len(self.grouped_convs) > 1 else ''}"
+                             ": removing single channels would unbalance its groups; mrp_gpu prunes dense and "
+                             "depthwise convolutions (redundancy analysis works on any)")
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -182,7 +193,7 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
     ModelError
         When a group runs through a layer type mrp_gpu cannot prune, naming it.
     """
-    _refuse_unsupported(model)
+    _refuse_attention(model)
     was_training = model.training
     x = example_input(input_size, device=device)
     records: list[CallRecord] = []
@@ -232,4 +243,4 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
                        [item for item in g.items]))
     groups.sort(key=lambda t: t[0])
     cost = build_cost_model(DG, records, [items for _, _, items in groups], model)
-    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost)
+    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost, _grouped_convs(model))

@@ -68,6 +68,7 @@ class Budget:
 
     def __init__(self, groups: ChannelGroups, target: Target | None, *, min_channels: float = 1,
                  round_to: int = 1, step: float = 1):
+        groups.require_sliceable()  # refuse before planning, not after
         self.groups, self.target, self.round_to, self.step = groups, target, round_to, step
         self.sizes = groups.sizes
         if min_channels < 1:

@@ -1,6 +1,9 @@
+import pytest
 import torch
 from torch_pruning.ops import OPTYPE
 
+from mrp_gpu import analyze, plan
+from mrp_gpu.errors import ModelError
 from mrp_gpu.groups import build_groups
 from mrp_gpu.models import create_model
 
@@ -44,3 +47,15 @@ def test_tracing_leaves_the_model_as_it_was(resnet20):
     resnet20.eval()
     for k, v in resnet20.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_grouped_convs_are_analysed_but_not_pruned():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, groups=4),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(16, 10))
+    groups = build_groups(model, (3, 16, 16))
+    assert groups.grouped_convs == ("2 (4 groups of 4 channels)",)
+    assert len(analyze(model, (3, 16, 16)).layers) == len(groups)
+    with pytest.raises(ModelError, match="grouped convolution '2 .4 groups of 4 channels.'"):
+        plan(model, (3, 16, 16), target_flops=0.3)
