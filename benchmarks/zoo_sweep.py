@@ -38,11 +38,21 @@ def input_size(name: str) -> tuple[int, int, int]:
     return (3, 96, 96) if name == "inception_v3" else (3, 64, 64)
 
 
+def make_model(name: str) -> torch.nn.Module:
+    """Random weights; ConvNeXt's layer scales (1e-6 at init) raised so every block counts in the check."""
+    torch.manual_seed(0)
+    model = create_model(name, weights=None)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("layer_scale"):
+                p.uniform_(0.5, 1.5)
+    return model
+
+
 def sweep_one(name: str, target: float) -> dict:
     t0 = time.time()
-    torch.manual_seed(0)
     try:
-        model = create_model(name, weights=None)
+        model = make_model(name)
         size = input_size(name)
         record = check(model, size, target_flops=target, config=MRPConfig(step=0.2))
         status, reason = "pruned", ""

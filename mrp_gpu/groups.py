@@ -30,6 +30,8 @@ __all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "examp
 _TWO_DIMS = {OPTYPE.CONV, OPTYPE.LINEAR}
 _REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.MHA: "nn.MultiheadAttention", OPTYPE.LSTM: "nn.LSTM",
             OPTYPE.CUSTOMIZED: "customized layer"}
+# Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole.
+_NORMALISED_TOGETHER = {OPTYPE.LN, OPTYPE.GN}
 
 
 def _attention_modules() -> tuple[type, ...]:
@@ -123,6 +125,7 @@ class ChannelGroups:
     input_size: tuple[int, ...]
     cost: CostModel = field(repr=False)
     grouped_convs: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()  # channel sets left whole: normalised together (LayerNorm, GroupNorm)
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -217,10 +220,15 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
 
     output_fns = {o.grad_fn for o in outputs if o.grad_fn is not None}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    groups = []
+    groups, held = [], []
     for g in tp_groups:
         if any(_reaches_output(DG, item, output_fns) for item in g.items):
             continue  # the classifier's logits, or anything else the caller reads
+        norm = next((item.dep.target for item in g.items if item.dep.target.type in _NORMALISED_TOGETHER), None)
+        if norm is not None:  # a zeroed channel still moves the norm's statistics: masks could not be verified
+            held.append(f"{_node_name(DG, g[0].dep.target)} (through {type(norm.module).__name__} "
+                        f"{_node_name(DG, norm)!r})")
+            continue
         slices = []
         for item in g.items:
             node = item.dep.target
@@ -243,4 +251,4 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
                        [item for item in g.items]))
     groups.sort(key=lambda t: t[0])
     cost = build_cost_model(DG, records, [items for _, _, items in groups], model)
-    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost, _grouped_convs(model))
+    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost, _grouped_convs(model), tuple(held))

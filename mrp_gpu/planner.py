@@ -137,7 +137,15 @@ class Budget:
                            sizes={g.id: g.size for g in self.groups}, kept=kept, method=method,
                            config=config, macs_before=self.macs0, macs_after=self.macs,
                            params_before=self.params0, params_after=self.params,
-                           trajectory=list(trajectory or []), notes=list(notes or []), merges=list(merges or []))
+                           trajectory=list(trajectory or []), merges=list(merges or []),
+                           notes=list(notes or []) + self._held_note())
+
+    def _held_note(self) -> list[str]:
+        held = self.groups.held
+        if not held:
+            return []
+        return [f"{len(held)} channel group(s) left whole, their channels normalised together: "
+                + "; ".join(held[:3]) + (" ..." if len(held) > 3 else "")]
 
 
 def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,

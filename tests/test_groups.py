@@ -59,3 +59,15 @@ def test_grouped_convs_are_analysed_but_not_pruned():
     assert len(analyze(model, (3, 16, 16)).layers) == len(groups)
     with pytest.raises(ModelError, match="grouped convolution '2 .4 groups of 4 channels.'"):
         plan(model, (3, 16, 16), target_flops=0.3)
+
+
+def test_channels_normalised_together_are_left_whole():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.GroupNorm(4, 16), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    groups = build_groups(model, (3, 16, 16))
+    assert groups.ids == ["3"]
+    assert groups.held == ("0 (through GroupNorm '1')",)
+    p = plan(model, (3, 16, 16), target_flops=0.3, method="l1")
+    assert "0" not in p.kept and any("left whole" in n and "GroupNorm" in n for n in p.notes)

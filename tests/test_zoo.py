@@ -9,23 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.errors import MRPError
-from mrp_gpu.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from zoo_sweep import input_size
+from zoo_sweep import input_size, make_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "zoo.json"
-FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet"]
+FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet",
+        "convnext_tiny"]
 
 
 def _check(name):
-    torch.manual_seed(0)
-    return check(create_model(name, weights=None), input_size(name), target_flops=0.3, config=MRPConfig(step=0.2))
+    return check(make_model(name), input_size(name), target_flops=0.3, config=MRPConfig(step=0.2))
 
 
 @pytest.mark.parametrize("name", FAST)
