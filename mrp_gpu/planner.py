@@ -317,7 +317,7 @@ class _Redundancy:
             live = labels[offsets[k]:offsets[k + 1]]
             self.labels[g] = np.full(self.groups[g].size, -1, dtype=np.int64)
             self.labels[g][self.alive[g]] = live
-            self.R[g] = len(live) / len(np.unique(live)) if len(live) else 1.0
+            self.R[g] = len(live) / np.count_nonzero(np.bincount(live)) if len(live) else 1.0
 
     def remove(self, g: int, channels: list[int]) -> list[int]:
         """Drop ``channels`` of group ``g``; return the groups whose filters changed."""

@@ -88,9 +88,8 @@ def layer_records(ids, ptr, labels, edges_per_graph, modularity, taus) -> tuple[
 
 
 def largest_community(labels: np.ndarray) -> np.ndarray:
-    """Positions of the members of the largest community (ties: the lowest label)."""
-    values, counts = np.unique(labels, return_counts=True)
-    return np.flatnonzero(labels == values[np.argmax(counts)])
+    """Positions of the members of the largest community (ties: the lowest label; labels >= 0)."""
+    return np.flatnonzero(labels == np.argmax(np.bincount(labels)))
 
 
 NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction"}
