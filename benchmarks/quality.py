@@ -38,7 +38,7 @@ import torch
 
 from mrp_gpu.api import plan as make_plan
 from mrp_gpu.config import MRPConfig
-from mrp_gpu.data import get_dataset, make_loader, num_classes
+from mrp_gpu.data import calibration_batch, get_dataset, make_loader, num_classes
 from mrp_gpu.executor import slice_model
 from mrp_gpu.finetune import TrainConfig, evaluate, fit
 from mrp_gpu.groups import build_groups, example_input
@@ -94,7 +94,7 @@ def mrp_variant(method: str, seed: int) -> MRPConfig:
     return config
 
 
-def prune(method, model, size, target, seed):
+def prune(method, model, size, target, seed, args):
     if method == "none":
         return copy.deepcopy(model), 0.0
     if method == "tp-magnitude":
@@ -102,7 +102,11 @@ def prune(method, model, size, target, seed):
     groups = build_groups(model, size)
     base_method = method.split("[")[0]
     config = mrp_variant(method, seed) if base_method == "mrp" else MRPConfig(seed=seed)
-    p = make_plan(model, size, target_flops=target, method=base_method, config=config, groups=groups)
+    calibration = None
+    if config.features == "activation":  # training images, never the test set
+        calibration = calibration_batch(args.data, size, n=config.calib_size, root=args.data_root, seed=seed)
+    p = make_plan(model, size, target_flops=target, method=base_method, config=config, groups=groups,
+                  calibration=calibration)
     return slice_model(model, p, groups), p.macs_reduction
 
 
@@ -146,7 +150,7 @@ def main(argv=None) -> int:
                     continue
                 t0 = time.time()
                 torch.manual_seed(seed)
-                pruned, reduction = prune(method, base, size, args.target, seed)
+                pruned, reduction = prune(method, base, size, args.target, seed, args)
                 before = evaluate(pruned, make_loader(test, batch_size=500, train=False, workers=0))["acc"]
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = TrainConfig(epochs=budget["finetune_epochs"], lr=budget["lr"], seed=seed,

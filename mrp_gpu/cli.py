@@ -140,7 +140,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chance-degree", type=float, default=d.chance_degree,
                    help="chance neighbours per channel the default threshold allows (default %(default)s)")
     g.add_argument("--raw-dim", action="store_true", help="d_g = feature length, not its participation ratio")
-    g.add_argument("--bn-scale", action="store_true", help="append BN scales to weight features")
+    g.add_argument("--bn-scale", action="store_true",
+                   help="append BN scales to weight features (pair it with --tau: see MRPConfig.bn_scale)")
     g.add_argument("--tau", type=float, help="absolute cosine threshold for every group (overrides --z)")
     g.add_argument("--k-max", type=int, help="at most this many strongest neighbours per channel")
     g.add_argument("--resolution", type=float, default=d.resolution)

@@ -29,7 +29,10 @@ class MRPConfig:
         Per-channel features: the producing filters (data-free) or the channel's
         response to a calibration batch.
     bn_scale : bool
-        Append each channel's BN scale to its weight feature.
+        Append each channel's BN scale to its weight feature. The scale is one large,
+        uncentred coordinate: with the default chance-corrected threshold it can carry
+        most of the energy, shrink ``d_g`` towards 1 and remove every edge (on the demo,
+        ``R = 1`` in every layer). Use it with an absolute ``tau``.
     z : float, optional
         Edge threshold in units of chance, ``tau_g = z / sqrt(d_g)``, the same for every
         group. When None (default), each group gets the z at which a channel expects

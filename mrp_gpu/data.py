@@ -151,7 +151,10 @@ def make_loader(dataset: Dataset, *, batch_size: int, train: bool, workers: int 
 
 
 def calibration_batch(name: str, input_size, *, n: int = 256, root=None, seed: int = 0) -> torch.Tensor:
-    """``n`` test images (no augmentation), a fixed random subset for a given seed."""
-    ds = get_dataset(name, train=False, input_size=input_size, root=root, augment=False)
+    """``n`` training images (no augmentation), a fixed random subset for a given seed.
+
+    Training images, so that the test set stays unseen by the pruner.
+    """
+    ds = get_dataset(name, train=True, input_size=input_size, root=root, augment=False)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
     return torch.stack([ds[i][0] for i in idx.tolist()])
