@@ -133,7 +133,9 @@ def main(argv=None) -> int:
     result = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     cuda = torch.cuda.is_available()
     device = f"CUDA {torch.cuda.get_device_name()}" if cuda else f"CPU, {torch.get_num_threads()} threads"
-    result.update({"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": date.today().isoformat(),
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    commands = result.get("commands", [])  # a resumed study: every invocation that added runs
+    result.update({"commands": commands + [command] * (command not in commands), "date": date.today().isoformat(),
                    "machine": f"{platform.machine()}, {device}",
                    "budget": budget, "target": args.target, "data": args.data})
     done = {(r["model"], r["method"], r["seed"]) for r in result["runs"]}
@@ -210,14 +212,16 @@ def save(result, path: Path) -> None:
 def markdown(result) -> str:
     b = result["budget"]
     lines = [f"# Pruning quality at -{result['target']:.0%} MACs ({result['data']})", "",
-             f"{result['date']}, {result['machine']}; `{result['command']}`; fine-tuning {b['finetune_epochs']} "
-             f"epoch(s) at lr {b['lr']} (cosine), seeds: {b['seeds']}.", "",
+             f"{result['date']}, {result['machine']}; fine-tuning {b['finetune_epochs']} epoch(s) at lr {b['lr']} "
+             f"(cosine), up to {b['seeds']} seeds (n per row). The runs were added by:", "",
+             *[f"    {c}" for c in result["commands"]], "",
              "| model | method | MACs removed | accuracy pruned, no retraining (%) | accuracy after fine-tuning (%) |",
              "|---|---|---|---|---|"]
     for s in sorted(summarize(result), key=lambda s: (s["model"], -s["acc_mean"])):
         name = "unpruned (same fine-tuning)" if s["method"] == "none" else s["method"]
+        spread = f" ± {s['acc_std']:.2f}" if s["seeds"] > 1 else ""
         lines.append(f"| {s['model']} | {name} | {s['macs_reduction']:.1%} | {s['acc_pruned_mean']:.2f} | "
-                     f"{s['acc_mean']:.2f} ± {s['acc_std']:.2f} (n={s['seeds']}) |")
+                     f"{s['acc_mean']:.2f}{spread} (n={s['seeds']}) |")
     return "\n".join(lines) + "\n"
 
 
