@@ -126,7 +126,8 @@ def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | 
 
     rank, world, local_rank = _dist_info()
     distributed = world > 1
-    if distributed and not dist.is_initialized():
+    owns_group = distributed and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device("cuda", local_rank) if (distributed and torch.cuda.is_available()) else resolve_device(device)
     out_dir = Path(out_dir)
@@ -203,4 +204,7 @@ def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | 
                 tqdm.write(f"epoch {epoch + 1}: train acc {history[-1]['train_acc']:.4f}, "
                            f"test acc {history[-1]['test_acc']:.4f} ({history[-1]['seconds']} s)")
     model.to(memory_format=torch.contiguous_format)
+    if owns_group:  # every rank done before the group goes; a live gloo group can abort at exit
+        dist.barrier()
+        dist.destroy_process_group()
     return history
