@@ -215,6 +215,7 @@ def markdown(result) -> str:
              f"{result['date']}, {result['machine']}; fine-tuning {b['finetune_epochs']} epoch(s) at lr {b['lr']} "
              f"(cosine), up to {b['seeds']} seeds (n per row). The runs were added by:", "",
              *[f"    {c}" for c in result["commands"]], "",
+             *([result["relabelled"], ""] if "relabelled" in result else []),
              "| model | method | MACs removed | accuracy pruned, no retraining (%) | accuracy after fine-tuning (%) |",
              "|---|---|---|---|---|"]
     for s in sorted(summarize(result), key=lambda s: (s["model"], -s["acc_mean"])):

@@ -5,7 +5,8 @@ weights, recomputes every cosine matrix with NumPy, builds every graph in networ
 and re-partitions it with ``networkx.community.louvain_communities``, then removes
 the most replaceable channel (smallest BN-scaled L1 norm) of the largest community
 of the most redundant layer. Same channel groups, thresholds, cost model and plan
-semantics as mrp_gpu (with ``refresh_every=1``), so the two pick the same layers;
+semantics as mrp_gpu (with ``refresh_every=1`` and the paper's ranking by ``R`` alone,
+``cost_aware=False``), so the two pick the same layers;
 only the work per step differs. Used only as a baseline.
 """
 

@@ -82,7 +82,7 @@ def naive_vs_ours(name: str, target: float, max_steps: int | None) -> dict:
     groups = build_groups(model, size)
     p, times = naive_plan(model, groups, target, max_steps=max_steps)
     t0 = time.perf_counter()
-    ours = plan(model, size, target_flops=target, groups=groups, config=MRPConfig(refresh_every=1))
+    ours = plan(model, size, target_flops=target, groups=groups, config=MRPConfig(refresh_every=1, cost_aware=False))
     ours_s = time.perf_counter() - t0
     naive_ms = 1e3 * statistics.median(times)
     ours_ms = 1e3 * ours_s / len(ours.trajectory)

@@ -158,7 +158,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
                    help="channels per iteration: a count, or a fraction (<1) of the group's width")
     g.add_argument("--min-channels", type=float, default=d.min_channels)
     g.add_argument("--round-to", type=int, default=d.round_to)
-    g.add_argument("--cost-aware", action="store_true")
+    g.add_argument("--cost-aware", action=argparse.BooleanOptionalAction, default=d.cost_aware,
+                   help="rank groups by R times the MACs a channel costs (default on: see MRPConfig.cost_aware)")
     g.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="do not fold removed channels into their most similar community partner")
     g.add_argument("--refresh-every", type=int, default=d.refresh_every)
