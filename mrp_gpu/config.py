@@ -31,8 +31,9 @@ class MRPConfig:
     bn_scale : bool
         Append each channel's BN scale to its weight feature. The scale is one large,
         uncentred coordinate: with the default chance-corrected threshold it can carry
-        most of the energy, shrink ``d_g`` towards 1 and remove every edge (on the demo,
-        ``R = 1`` in every layer). Use it with an absolute ``tau``.
+        most of the energy, shrink ``d_g`` towards 1 and remove every edge
+        (``mrp-gpu analyze demo --bn-scale`` finds ``R = 1`` in every layer). Use it with
+        an absolute ``tau``.
     z : float, optional
         Edge threshold in units of chance, ``tau_g = z / sqrt(d_g)``, the same for every
         group. When None (default), each group gets the z at which a channel expects

@@ -10,25 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from mrp_gpu.api import check
-from mrp_gpu.config import MRPConfig
 from mrp_gpu.errors import MRPError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from zoo_sweep import input_size, make_model
+from zoo_sweep import check_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "zoo.json"
 FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet",
         "convnext_tiny"]
 
 
-def _check(name):
-    return check(make_model(name), input_size(name), target_flops=0.3, config=MRPConfig(step=0.2))
-
-
 @pytest.mark.parametrize("name", FAST)
 def test_fast_subset_is_pruned_and_verified(name):
-    record = _check(name)
+    record = check_model(name, 0.3)
     assert record["macs_reduction"] >= 0.3
     assert record["max_abs_diff_masked_vs_sliced"] < 1e-2
 
@@ -38,7 +32,7 @@ def test_fast_subset_is_pruned_and_verified(name):
                                          ("shufflenet_v2_x0_5", "dependency tracer cannot follow")])
 def test_unsupported_models_are_refused_by_name(name, reason):
     with pytest.raises(MRPError, match=reason):
-        _check(name)
+        check_model(name, 0.3)
 
 
 def _committed():
@@ -51,7 +45,7 @@ def _committed():
 @pytest.mark.parametrize("name,status", _committed())
 def test_every_torchvision_model_matches_the_committed_sweep(name, status):
     if status == "pruned":
-        _check(name)
+        check_model(name, 0.3)
     else:
         with pytest.raises(MRPError):
-            _check(name)
+            check_model(name, 0.3)
