@@ -1,30 +1,52 @@
-"""MRP against the usual criteria at equal MACs and equal fine-tuning (MRP_SPEC 7, part 3).
+"""Pruning quality: MRP against the usual criteria at equal MACs, under three protocols.
 
-For each seed: prune the trained baseline to ``--target`` MACs reduction with each
-method, fine-tune every pruned model with the same budget, and measure test
-accuracy (full test set). The unpruned model gets the same fine-tuning, so
-"within 0.3 points of the unpruned model" compares like with like.
+Every method prunes the same trained model to the same MACs reduction; then one of
 
-Methods: ``mrp`` (the package defaults), ``l1``, ``fpgm``, ``random``, ``uniform``
-(mrp_gpu's own planners) and ``tp-magnitude`` (Torch-Pruning's ``MetaPruner`` with
-``GroupMagnitudeImportance`` and global pruning, stepped until the MACs target is met).
+``recal``
+    no training: BatchNorm statistics re-estimated on ``--recal-images`` training
+    images (2,000). Seconds per run: the screen.
+``finetune``
+    ``--finetune-epochs`` (3) of SGD at lr 0.01 (cosine) from the pruned weights,
+    optionally on a ``--train-subset`` of the training set.
+``scratch``
+    only the kept channel *counts* survive: the pruned architecture is re-initialised
+    and trained from scratch, ``--scratch-epochs`` (3) at lr 0.1 on ``--train-subset``
+    images (Liu et al., ICLR 2019: the test of an allocation). The unpruned
+    architecture gets the same budget (the ``none`` row).
 
-Budgets:
-  cpu  the shipped demo (ResNet-20, Fashion-MNIST), 1 fine-tuning epoch, 3 seeds:
-       about an hour on a 2-core CPU.
-  gpu  resnet56 and resnet110 trained here first (--train-epochs), 30 fine-tuning
-       epochs, 3 seeds; with ``--data cifar10 --data-root DIR`` it is the paper's setting.
+Methods: ``mrp`` (the package defaults, data-driven: this benchmark always has data),
+``mrp[field=value;...]`` (``MRPConfig`` changed), ``mrp-paper`` (``--paper``: MRP as
+published, the SRP loop ranking layers by ``R`` alone), ``l1``, ``fpgm``, ``random``, ``uniform`` (mrp_gpu's planners),
+``tp-magnitude`` (Torch-Pruning's ``MetaPruner`` + ``GroupMagnitudeImportance``, global),
+and two that split MRP's decisions apart: ``mrp-alloc+l1`` (the per-group kept counts
+of MRP's own allocation, the SRP loop, with smallest L1 inside each group) and
+``uniform+mrp`` (uniform counts, MRP's removal order inside each group; with today's
+defaults the same as ``mrp``). Any method takes
+``[refit=1]`` (least-squares refit of the consumers, ``mrp_gpu.refit``) and
+``[min_channels=...]``. An MRP row is labelled by how its config differs from the
+defaults of the code that summarises it, so a row run with the defaults of the day
+stays labelled truly when the defaults change; ``"default": true`` marks the rows
+run with the current defaults.
 
-Results go to ``OUT/quality_<budget>.json`` (every run as it finishes, so an
-interrupted study resumes) and a markdown table beside it.
+Budgets (flags override): ``cpu``: the shipped ``demo`` (ResNet-20) and ``vgg_demo``,
+Fashion-MNIST, targets 0.5 and 0.7, 3 seeds. ``gpu``: resnet56 and resnet110 trained
+here first (``--train-epochs``), 30 fine-tuning and 160 scratch epochs on the whole
+training set; with ``--data cifar10 --data-root DIR`` it is the paper's setting.
 
-    python benchmarks/quality.py --budget cpu --out benchmarks/results
+Results: ``OUT/quality_<budget>.json`` (every run as it finishes: an interrupted study
+resumes where it stopped), a markdown table beside it that also lists what the
+requested grid still misses, and ``quality_<budget>.png`` (accuracy against MACs
+removed, one line per method, error bars over seeds).
+
+    python benchmarks/quality.py --budget cpu --protocols recal --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import fcntl
 import json
 import platform
 import sys
@@ -35,51 +57,54 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
+from mrp_gpu.api import execute
 from mrp_gpu.api import plan as make_plan
-from mrp_gpu.config import MRPConfig
+from mrp_gpu.config import PAPER, MRPConfig
+from mrp_gpu.criteria import group_scores
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader, num_classes
+from mrp_gpu.errors import MRPError
 from mrp_gpu.executor import slice_model
-from mrp_gpu.finetune import TrainConfig, evaluate, fit
+from mrp_gpu.finetune import TrainConfig, evaluate, fit, recalibrate_bn
 from mrp_gpu.groups import build_groups, example_input
-from mrp_gpu.io import atomic_write_text
-from mrp_gpu.models import create_model, default_input_size
+from mrp_gpu.io import atomic_write_bytes, atomic_write_text
+from mrp_gpu.models import create_model, default_input_size, load_weights
+from mrp_gpu.planner import plan_from_orders
 
-METHODS = ("mrp", "l1", "fpgm", "random", "uniform", "tp-magnitude")
+PROTOCOLS = ("recal", "finetune", "scratch")
+METHODS = ("mrp", "mrp-paper", "l1", "fpgm", "random", "uniform", "tp-magnitude", "mrp-alloc+l1", "uniform+mrp")
+BASES = {"mrp", "mrp-paper", "l1", "fpgm", "random", "uniform", "tp-magnitude", "mrp-alloc+l1", "uniform+mrp"}
 BUDGETS = {
-    "cpu": {"models": ["demo"], "finetune_epochs": 1, "train_epochs": 0, "seeds": 3, "lr": 0.01},
-    "gpu": {"models": ["resnet56", "resnet110"], "finetune_epochs": 30, "train_epochs": 60, "seeds": 3, "lr": 0.01},
+    "cpu": {"models": ["demo", "vgg_demo"], "targets": [0.5, 0.7], "seeds": 3, "finetune_epochs": 3,
+            "scratch_epochs": 3, "train_subset": 20000, "train_epochs": 0, "lr": 0.01, "scratch_lr": 0.1},
+    "gpu": {"models": ["resnet56", "resnet110"], "targets": [0.5, 0.7], "seeds": 3, "finetune_epochs": 30,
+            "scratch_epochs": 160, "train_subset": 0, "train_epochs": 160, "lr": 0.01, "scratch_lr": 0.1},
 }
+SHIPPED = {"demo", "vgg_demo"}
+MRP_BASES = {"mrp", "mrp-paper", "uniform+mrp", "mrp-alloc+l1"}
 
 
-def prune_tp(model, size, target: float):
-    """Torch-Pruning's magnitude pruner, global ranking, stepped until the MACs target holds."""
-    import torch_pruning as tp
-
-    model = copy.deepcopy(model)
-    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]  # the copy's own
-    x = example_input(size)
-    base, _ = tp.utils.count_ops_and_params(model, x)
-    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                  pruning_ratio=0.9, global_pruning=True, iterative_steps=200,
-                                  ignored_layers=[classifier])
-    macs = base
-    for _ in range(200):
-        if macs <= (1 - target) * base:
-            break
-        pruner.step()
-        macs, _ = tp.utils.count_ops_and_params(model, x)
-    return model, 1 - macs / base
-
-
-def mrp_variant(method: str, seed: int) -> MRPConfig:
-    """``mrp`` is the defaults; ``mrp[cost_aware=1;replace=mean-sim]`` changes some of them."""
+# ----------------------------------------------------------------------------- methods
+def parse_method(method: str, seed: int) -> tuple[str, MRPConfig]:
+    """``base[field=value;...]`` -> (base, MRPConfig with those fields)."""
+    base, _, rest = method.partition("[")
+    if base not in BASES:
+        raise SystemExit(f"unknown method {base!r}; choose from {', '.join(sorted(BASES))}")
     config = MRPConfig(seed=seed)
-    if "[" in method:
-        fields = {f.name: f.type for f in config.__dataclass_fields__.values()}
+    if base == "uniform+mrp":
+        config = config.replace_with(allocation="uniform")
+    if base == "mrp-paper":
+        config = config.replace_with(**PAPER)
+    if base == "mrp-alloc+l1":  # MRP's own allocation, the SRP loop
+        config = config.replace_with(allocation="srp")
+    if base not in MRP_BASES:  # a baseline: data-free, no refit unless asked for
+        config = config.replace_with(features="weight", refit=False)
+    if rest:
+        fields = {f.name for f in dataclasses.fields(config)}
         changes = {}
-        for item in method[method.index("[") + 1:-1].split(";"):
-            key, value = item.split("=")
+        for item in rest.rstrip("]").split(";"):
+            key, _, value = item.partition("=")
             if key not in fields:
                 raise SystemExit(f"{method}: unknown MRPConfig field {key!r}")
             cur = getattr(config, key)
@@ -87,143 +112,413 @@ def mrp_variant(method: str, seed: int) -> MRPConfig:
                 changes[key] = value in ("1", "true", "True")
             elif isinstance(cur, str):
                 changes[key] = value
+            elif value in ("None", "none"):
+                changes[key] = None
             else:  # numbers: an integral value stays an int (counts), otherwise a float (fractions)
                 number = float(value)
                 changes[key] = int(number) if number.is_integer() else number
         config = config.replace_with(**changes)
-    return config
+    return base, config
 
 
-def prune(method, model, size, target, seed, args):
-    if method == "none":
-        return copy.deepcopy(model), 0.0
-    if method == "tp-magnitude":
-        return prune_tp(model, size, target)
+def label(base: str, config: dict) -> str:
+    """A run's name: its base, plus how its config differs from today's defaults (MRP's
+    resolved with data, as this benchmark always has it; a baseline's: no refit)."""
+    if base in MRP_BASES:
+        defaults = MRPConfig(seed=config.get("seed", 0)).resolved(has_data=True).to_dict()
+        if base == "uniform+mrp":
+            defaults["allocation"] = "uniform"
+        if base == "mrp-paper":
+            defaults.update(PAPER)
+        if base == "mrp-alloc+l1":
+            defaults["allocation"] = "srp"
+    else:
+        defaults = {"refit": False, "min_channels": 1}
+    diff = {k: v for k, v in config.items() if k in defaults and k != "seed" and defaults[k] != v}
+    if not diff:
+        return base
+    show = {True: "1", False: "0"}
+    return base + "[" + ";".join(f"{k}={show.get(v, v) if isinstance(v, bool) else v}"
+                                 for k, v in sorted(diff.items())) + "]"
+
+
+def prune_tp(model, size, target: float):
+    """Torch-Pruning's magnitude pruner, global ranking, stepped until the MACs target holds."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # the copy's own
+    x = example_input(size)
+    base, _ = tp.utils.count_ops_and_params(model, x)
+    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=0.95, global_pruning=True, iterative_steps=400,
+                                  ignored_layers=[classifier])
+    macs = base
+    for _ in range(400):
+        if macs <= (1 - target) * base:
+            break
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(model, x)
+    return model, 1 - macs / base
+
+
+def prune(base: str, config: MRPConfig, model, size, target, calibration):
+    """(pruned model, MACs reduction, kept counts per group) for one method."""
+    if base == "none":
+        return copy.deepcopy(model), 0.0, {}
+    if base == "tp-magnitude":
+        pruned, reduction = prune_tp(model, size, target)
+        return pruned, reduction, {}
     groups = build_groups(model, size)
-    base_method = method.split("[")[0]
-    config = mrp_variant(method, seed) if base_method == "mrp" else MRPConfig(seed=seed)
-    calibration = None
-    if config.features == "activation":  # training images, never the test set
-        calibration = calibration_batch(args.data, size, n=config.calib_size, root=args.data_root, seed=seed)
-    p = make_plan(model, size, target_flops=target, method=base_method, config=config, groups=groups,
-                  calibration=calibration)
-    return slice_model(model, p, groups), p.macs_reduction
+    if base == "mrp-alloc+l1":
+        counts = make_plan(model, size, target_flops=target, config=config, groups=groups,
+                           calibration=calibration)
+        orders = [np.argsort(s, kind="stable") for s in group_scores(model, groups, "l1")]
+        p = plan_from_orders(groups, [counts.kept_count(g) for g in groups.ids], orders, model="model",
+                             method="mrp-alloc+l1", config=config.to_dict())
+    else:
+        method = "mrp" if base in MRP_BASES else base
+        p = make_plan(model, size, target_flops=target, method=method, config=config, groups=groups,
+                      calibration=calibration)
+    source, p = execute(model, p, groups, config, calibration)
+    return slice_model(source, p, groups), p.macs_reduction, {g: p.kept_count(g) for g in groups.ids}
 
 
+def reinit(model: nn.Module, seed: int) -> nn.Module:
+    """Fresh weights for a (pruned) architecture, initialised as the zoo's models are."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            m.reset_running_stats()
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+# ----------------------------------------------------------------------------- protocols
+def protocol_tag(protocol: str, budget: dict) -> str:
+    sub = f" / {budget['train_subset']} images" if budget["train_subset"] else ""
+    if protocol == "recal":
+        test = f", test {budget['test_images']}" if budget["test_images"] else ""
+        return f"recal {budget['recal_images']} images{test}"
+    if protocol == "finetune":
+        return f"finetune {budget['finetune_epochs']} ep{sub}"
+    return f"scratch {budget['scratch_epochs']} ep{sub}"
+
+
+class Bench:
+    """The data of one model: test set, training set (or its subset), calibration images."""
+
+    def __init__(self, name: str, args, budget: dict, out: Path):
+        self.name, self.args, self.budget = name, args, budget
+        self.size = default_input_size(name, 1 if args.data == "fashion-mnist" else None)
+        self.test = get_dataset(args.data, train=False, input_size=self.size, root=args.data_root, augment=False)
+        if budget["test_images"]:  # a screen: the first N test images, the same for every run
+            self.screen = torch.utils.data.Subset(self.test, range(budget["test_images"]))
+        else:
+            self.screen = self.test
+        self.train = get_dataset(args.data, train=True, input_size=self.size, root=args.data_root)
+        self.recal = calibration_batch(args.data, self.size, n=budget["recal_images"], root=args.data_root)
+        self.model = self._baseline(out)
+
+    def _baseline(self, out: Path):
+        """The trained model every method starts from: shipped, or trained here once."""
+        if self.name in SHIPPED:
+            return create_model(self.name)
+        weights = out / f"quality_{self.name}_{self.args.data}.safetensors"
+        model = create_model(self.name, num_classes=num_classes(self.args.data, self.args.data_root),
+                             in_chans=self.size[0], weights=None)
+        if weights.is_file():
+            return load_weights(model, weights)
+        cfg = TrainConfig(epochs=self.budget["train_epochs"], lr=0.1, workers=self.args.workers)
+        with tempfile.TemporaryDirectory() as tmp:
+            fit(model, self.train, self.test, cfg, tmp, progress=False)
+        from safetensors.torch import save
+
+        atomic_write_bytes(weights, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+        return model.eval()
+
+    def accuracy(self, model, screen: bool = False) -> float:
+        data = self.screen if screen else self.test
+        return evaluate(model, make_loader(data, batch_size=500, train=False, workers=0))["acc"]
+
+    def train_set(self, seed: int):
+        n = self.budget["train_subset"]
+        if not n or n >= len(self.train):
+            return self.train
+        idx = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(1000 + seed))[:n]
+        return torch.utils.data.Subset(self.train, idx.tolist())
+
+    def run(self, protocol: str, method: str, target: float, seed: int) -> dict:
+        base, config = ("none", MRPConfig(seed=seed)) if method == "none" else parse_method(method, seed)
+        config = config.resolved(has_data=True)
+        calibration = None
+        if config.features == "activation" or config.refit:  # training images, never the test set
+            calibration = calibration_batch(self.args.data, self.size, n=config.calib_size,
+                                            root=self.args.data_root, seed=seed)
+        t0 = time.time()
+        torch.manual_seed(seed)
+        pruned, reduction, counts = prune(base, config, self.model, self.size, target, calibration)
+        run = {"model": self.name, "protocol": protocol, "tag": protocol_tag(protocol, self.budget),
+               "target": target, "base": base, "method": method, "config": config.to_dict(), "seed": seed,
+               "macs_reduction": round(reduction, 6), "kept": counts, "plan_seconds": round(time.time() - t0, 1)}
+        if protocol in ("recal", "finetune"):  # without recalibration the figure says little: not measured
+            run["acc_recal"] = self.accuracy(recalibrate_bn(pruned, self.recal), screen=protocol == "recal")
+        if protocol == "recal":
+            run["acc"] = run["acc_recal"]
+        else:
+            if protocol == "scratch":
+                pruned = reinit(pruned, seed)
+            b = self.budget
+            epochs, lr = (b["finetune_epochs"], b["lr"]) if protocol == "finetune" else (b["scratch_epochs"],
+                                                                                         b["scratch_lr"])
+            with tempfile.TemporaryDirectory() as tmp:
+                hist = fit(pruned, self.train_set(seed), self.test,
+                           TrainConfig(epochs=epochs, lr=lr, seed=seed, workers=self.args.workers), tmp,
+                           progress=False)
+            run["acc"] = hist[-1]["test_acc"]
+        run["seconds"] = round(time.time() - t0, 1)
+        return run
+
+
+# ----------------------------------------------------------------------------- results
+def run_label(r: dict) -> str:
+    return "none" if r["base"] == "none" else label(r["base"], r["config"])
+
+
+def is_default(r: dict) -> bool:
+    return r["base"] == "mrp" and run_label(r) == "mrp"
+
+
+def summarize(result: dict) -> list[dict]:
+    rows: dict = {}
+    for r in result["runs"]:
+        rows.setdefault((r["model"], r["tag"], r["target"], run_label(r)), []).append(r)
+    out = []
+    for (model, tag, target, name), runs in rows.items():
+        acc = np.array([r["acc"] for r in runs]) * 100
+        row = {"model": model, "protocol": tag, "target": target, "method": name, "n": len(runs),
+               "seeds": sorted(r["seed"] for r in runs),
+               "macs_reduction": float(np.mean([r["macs_reduction"] for r in runs])),
+               "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+               "default": is_default(runs[0]), "config": runs[0]["config"]}
+        if "acc_recal" in runs[0]:
+            row["acc_recal_mean"] = float(np.mean([r["acc_recal"] for r in runs]) * 100)
+        out.append(row)
+    return out
+
+
+def missing(result: dict) -> list[str]:
+    """Cells of every requested grid that have fewer runs than the seeds asked for."""
+    have: dict = {}
+    for r in result["runs"]:
+        key = (r["model"], r["tag"], r["target"], run_label(r))
+        have[key] = have.get(key, 0) + 1
+    out = {}
+    for grid in result.get("grids", []):
+        for model in grid["models"]:
+            for tag in grid["tags"]:
+                for target in grid["targets"]:
+                    for method in grid["methods"]:
+                        if method == "none" and not tag.startswith("scratch") and target != grid["targets"][0]:
+                            continue
+                        try:  # a grid written by newer code may name options this code lacks
+                            name = method if method == "none" else label(*_base_config(method))
+                        except (SystemExit, MRPError):
+                            continue
+                        n = have.get((model, tag, target, name), 0)
+                        key = (model, tag, target, name)
+                        if n < grid["seeds"] and out.get(key, (0, 0))[1] < grid["seeds"]:
+                            out[key] = (n, grid["seeds"])
+    return [f"{m}, {t}, -{x:.0%}, {name}: {n} of {k} seeds" for (m, t, x, name), (n, k) in sorted(out.items())]
+
+
+def _base_config(method: str) -> tuple[str, dict]:
+    base, config = parse_method(method, 0)
+    return base, config.to_dict()
+
+
+def fmt(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    spread = f" ± {row['acc_std']:.2f}" if row["n"] > 1 else ""
+    return f"{row['acc_mean']:.2f}{spread} (n={row['n']})"
+
+
+def markdown(result: dict) -> str:
+    summary = summarize(result)
+    lines = [f"# Pruning quality ({result['data']})", "",
+             f"Updated {result['date']} on {result['machine']}. Accuracy on the whole test set (%; a tag "
+             "with `test N`: its first N images, a screen), mean ± standard deviation over seeds (n per cell). "
+             "`recal`: no training, BN statistics re-estimated on "
+             "training images; `finetune`: SGD from the pruned weights at lr 0.01; `scratch`: the pruned "
+             "architecture re-initialised and trained at lr 0.1 (the unpruned row: the full architecture, same "
+             "budget). MRP rows are labelled by how their config differs from today's defaults; **bold** is the "
+             "default. The runs were added by:", "",
+             *[f"    {c}" for c in result["commands"]], ""]
+    for model in sorted({s["model"] for s in summary}):
+        for tag in sorted({s["protocol"] for s in summary if s["model"] == model}):
+            rows = [s for s in summary if s["model"] == model and s["protocol"] == tag]
+            targets = sorted({s["target"] for s in rows if s["method"] != "none"})
+            cells = {(s["method"], s["target"]): s for s in rows}
+            ref = [s for s in rows if s["method"] == "none"]
+            lines += [f"## {model}, {tag}", ""]
+            if ref:
+                lines += [f"Unpruned: {fmt(ref[0])}.", ""]
+            lines += ["| method | " + " | ".join(f"-{t:.0%} MACs" for t in targets) + " |",
+                      "|---|" + "---|" * len(targets)]
+            methods = sorted({s["method"] for s in rows if s["method"] != "none"},
+                             key=lambda m: -max(cells[(m, t)]["acc_mean"] for t in targets if (m, t) in cells))
+            for m in methods:
+                name = f"**{m}**" if any(cells[(m, t)]["default"] for t in targets if (m, t) in cells) else m
+                lines.append(f"| {name} | " + " | ".join(fmt(cells.get((m, t))) for t in targets) + " |")
+            lines.append("")
+    gaps = missing(result)
+    lines += ["## Still missing from the requested grids", ""]
+    lines += [f"- {g}" for g in gaps] if gaps else ["Nothing: every cell has its seeds."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = [s for s in summarize(result) if "[" not in s["method"] or s["default"]]
+    panels = sorted({(s["model"], s["protocol"]) for s in summary})
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (model, tag) in zip(axes[0], panels):
+        rows = [s for s in summary if s["model"] == model and s["protocol"] == tag]
+        for m in sorted({s["method"] for s in rows}):
+            pts = sorted((s for s in rows if s["method"] == m), key=lambda s: s["macs_reduction"])
+            style = {"lw": 2.5, "color": "k"} if any(s["default"] for s in pts) else {"lw": 1}
+            ax.errorbar([100 * s["macs_reduction"] for s in pts], [s["acc_mean"] for s in pts],
+                        yerr=[s["acc_std"] for s in pts], marker="o", ms=3, capsize=2, label=m, **style)
+        ax.set_title(f"{model}: {tag}", fontsize=9)
+        ax.set_xlabel("MACs removed (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png.tmp"), dpi=110, format="png")
+    plt.close(fig)
+    path.with_suffix(".png.tmp").replace(path)
+
+
+def update(path: Path, change) -> dict:
+    """Read the results file, apply ``change(result)``, write it back: all under a lock, so
+    several studies can run at once into one file without losing each other's runs."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+        change(result)
+        result["summary"] = summarize(result)
+        atomic_write_text(path, json.dumps(result, indent=1))
+        atomic_write_text(path.with_suffix(".md"), markdown(result))
+    return result
+
+
+# ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=BUDGETS, default="cpu")
-    ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--data-root")
-    ap.add_argument("--target", type=float, default=0.5)
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--protocols", default=",".join(PROTOCOLS))
+    ap.add_argument("--targets", help="MACs fractions to remove, e.g. 0.5,0.7")
+    ap.add_argument("--models", help="zoo names, e.g. demo,vgg_demo")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated; ';' inside [...]")
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--finetune-epochs", type=int)
-    ap.add_argument("--train-epochs", type=int)
+    ap.add_argument("--scratch-epochs", type=int)
+    ap.add_argument("--train-subset", type=int, help="training images for finetune/scratch (0: all)")
+    ap.add_argument("--recal-images", type=int, default=2000)
+    ap.add_argument("--test-images", type=int, default=0,
+                    help="recal: score on the first N test images only (a quick screen; 0: all)")
+    ap.add_argument("--train-epochs", type=int, help="gpu budget: epochs to train the unshipped models")
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--data-root")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
-    budget = dict(BUDGETS[args.budget])
-    for k in ("seeds", "finetune_epochs", "train_epochs"):
+    budget = dict(BUDGETS[args.budget], recal_images=args.recal_images, test_images=args.test_images)
+    for k in ("seeds", "finetune_epochs", "scratch_epochs", "train_subset", "train_epochs"):
         if getattr(args, k) is not None:
             budget[k] = getattr(args, k)
+    if args.models:
+        budget["models"] = args.models.split(",")
+    if args.targets:
+        budget["targets"] = [float(t) for t in args.targets.split(",")]
+    protocols = args.protocols.split(",")
+    if set(protocols) - set(PROTOCOLS):
+        raise SystemExit(f"--protocols: choose from {', '.join(PROTOCOLS)}")
+    methods = [m for m in _split_methods(args.methods)]
+    for m in methods:
+        base, config = parse_method(m, 0)  # a typo fails now, not after an hour of training
+        if base == "tp-magnitude" and config.refit:
+            raise SystemExit("tp-magnitude prunes inside Torch-Pruning: it takes no refit")
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"quality_{args.budget}.json"
-    result = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     cuda = torch.cuda.is_available()
     device = f"CUDA {torch.cuda.get_device_name()}" if cuda else f"CPU, {torch.get_num_threads()} threads"
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-    commands = result.get("commands", [])  # a resumed study: every invocation that added runs
-    result.update({"commands": commands + [command] * (command not in commands), "date": date.today().isoformat(),
-                   "machine": f"{platform.machine()}, {device}",
-                   "budget": budget, "target": args.target, "data": args.data})
-    done = {(r["model"], r["method"], r["seed"]) for r in result["runs"]}
-    methods = ["none", *args.methods.split(",")]
+    command = " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv)
+    tags = [protocol_tag(p, budget) for p in protocols]
 
-    for name in budget["models"]:
-        size = default_input_size(name, 1 if name == "demo" else None)
-        test = get_dataset(args.data, train=False, input_size=size, root=args.data_root, augment=False)
-        train = get_dataset(args.data, train=True, input_size=size, root=args.data_root)
-        base = baseline(name, args, budget, size, train, test, out)
+    grid = {"models": budget["models"], "tags": tags, "targets": budget["targets"], "methods": ["none", *methods],
+            "seeds": budget["seeds"]}
+
+    def start(result):
+        commands, grids = result.get("commands", []), result.get("grids", [])
+        result.update({"commands": commands + [command] * (command not in commands), "date": date.today().isoformat(),
+                       "machine": f"{platform.machine()}, {device}", "data": args.data,
+                       "grids": grids + [grid] * (grid not in grids)})
+
+    result = update(path, start)
+    done = {(r["model"], r["tag"], r["target"], run_label(r), r["seed"]) for r in result["runs"]}
+    benches = {}
+    for protocol, tag in zip(protocols, tags):  # the cheap protocol first, then seed by seed
         for seed in range(budget["seeds"]):
-            for method in methods:
-                if (name, method, seed) in done:
-                    continue
-                t0 = time.time()
-                torch.manual_seed(seed)
-                pruned, reduction = prune(method, base, size, args.target, seed, args)
-                before = evaluate(pruned, make_loader(test, batch_size=500, train=False, workers=0))["acc"]
-                with tempfile.TemporaryDirectory() as tmp:
-                    cfg = TrainConfig(epochs=budget["finetune_epochs"], lr=budget["lr"], seed=seed,
-                                      workers=args.workers)
-                    hist = fit(pruned, train, test, cfg, tmp, progress=False)
-                run = {"model": name, "method": method, "seed": seed, "macs_reduction": reduction,
-                       "acc_pruned": before, "acc_finetuned": hist[-1]["test_acc"],
-                       "seconds": round(time.time() - t0, 1)}
-                result["runs"].append(run)
-                print(json.dumps(run), flush=True)
-                save(result, path)
-    save(result, path)
+            for name in budget["models"]:
+                for target in budget["targets"]:
+                    for method in ["none", *methods]:
+                        if method == "none" and protocol != "scratch" and target != budget["targets"][0]:
+                            continue  # the unpruned model does not depend on the target
+                        name_ = method if method == "none" else label(*_base_config(method))
+                        if (name, tag, target, name_, seed) in done:
+                            continue
+                        if name not in benches:
+                            benches[name] = Bench(name, args, budget, out)
+                        try:
+                            run = benches[name].run(protocol, method, target, seed)
+                        except MRPError as e:  # e.g. a target a variant cannot reach: say so, go on
+                            print(f"{name} {tag} -{target:.0%} {method} seed {seed}: {e}", flush=True)
+                            continue
+                        result = update(path, lambda res, run=run: res["runs"].append(run))
+                        done.add((name, tag, target, name_, seed))
+                        print(json.dumps({k: run[k] for k in ("model", "tag", "target", "method", "seed",
+                                                              "macs_reduction", "acc", "seconds")}), flush=True)
+    plot(result, path.with_suffix(".png"))
     print(markdown(result))
     return 0
 
 
-def baseline(name, args, budget, size, train, test, out: Path):
-    """The trained model every method starts from: the shipped demo, or trained here."""
-    if name == "demo":
-        return create_model("demo")
-    weights = out / f"quality_{name}_{args.data}.safetensors"
-    model = create_model(name, num_classes=num_classes(args.data, args.data_root), in_chans=size[0])
-    if weights.is_file():
-        from mrp_gpu.models import load_weights
-
-        return load_weights(model, weights)
-    cfg = TrainConfig(epochs=budget["train_epochs"], lr=0.1, workers=args.workers)
-    with tempfile.TemporaryDirectory() as tmp:
-        fit(model, train, test, cfg, tmp, progress=False)
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return model.eval()
-
-
-def summarize(result):
-    rows = {}
-    for r in result["runs"]:
-        rows.setdefault((r["model"], r["method"]), []).append(r)
-    out = []
-    for (model, method), runs in rows.items():
-        acc = np.array([r["acc_finetuned"] for r in runs]) * 100
-        pre = np.array([r["acc_pruned"] for r in runs]) * 100
-        out.append({"model": model, "method": method, "seeds": len(runs),
-                    "macs_reduction": float(np.mean([r["macs_reduction"] for r in runs])),
-                    "acc_pruned_mean": float(pre.mean()), "acc_mean": float(acc.mean()),
-                    "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0})
-    return out
-
-
-def save(result, path: Path) -> None:
-    result["summary"] = summarize(result)
-    atomic_write_text(path, json.dumps(result, indent=1))
-    atomic_write_text(path.with_suffix(".md"), markdown(result))
-
-
-def markdown(result) -> str:
-    b = result["budget"]
-    lines = [f"# Pruning quality at -{result['target']:.0%} MACs ({result['data']})", "",
-             f"{result['date']}, {result['machine']}; fine-tuning {b['finetune_epochs']} epoch(s) at lr {b['lr']} "
-             f"(cosine), up to {b['seeds']} seeds (n per row). The runs were added by:", "",
-             *[f"    {c}" for c in result["commands"]], "",
-             *([result["relabelled"], ""] if "relabelled" in result else []),
-             "| model | method | MACs removed | accuracy pruned, no retraining (%) | accuracy after fine-tuning (%) |",
-             "|---|---|---|---|---|"]
-    for s in sorted(summarize(result), key=lambda s: (s["model"], -s["acc_mean"])):
-        name = "unpruned (same fine-tuning)" if s["method"] == "none" else s["method"]
-        spread = f" ± {s['acc_std']:.2f}" if s["seeds"] > 1 else ""
-        lines.append(f"| {s['model']} | {name} | {s['macs_reduction']:.1%} | {s['acc_pruned_mean']:.2f} | "
-                     f"{s['acc_mean']:.2f}{spread} (n={s['seeds']}) |")
-    return "\n".join(lines) + "\n"
+def _split_methods(text: str) -> list[str]:
+    """Split on commas outside brackets: ``mrp[a=1;b=2],l1``."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [m for m in [*out, cur] if m]
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from .redundancy import LayerRedundancy, RedundancyReport, layer_records
 from .similarity import build_graphs
 from .timing import Stopwatch
 
-__all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "apply_plan", "masked_vs_sliced", "check"]
+__all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "execute", "apply_plan", "masked_vs_sliced",
+           "check"]
 
 METHODS = ("mrp", "l1", "fpgm", "random", "uniform")
 
@@ -98,7 +99,7 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
     >>> len(report.layers)
     12
     """
-    config = config or MRPConfig()
+    config = (config or MRPConfig()).resolved(calibration is not None)
     device = resolve_device(config.device)
     sw = Stopwatch(device)
     with sw.lap("groups"):
@@ -137,7 +138,7 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     """
     if method not in METHODS:
         raise MRPError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    config = config or MRPConfig()
+    config = (config or MRPConfig()).resolved(calibration is not None)
     target = Target(target_flops, target_params)
     groups = groups or build_groups(model, input_size, device=_device_of(model))
     if method == "mrp":
@@ -145,7 +146,8 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
 
         return plan_mrp(model, groups, target, config, model_name=model_name, progress=progress,
                         calibration=calibration)
-    cfg = {"min_channels": config.min_channels, "seed": config.seed}
+    cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
+           "calib_size": config.calib_size}
     if method == "uniform":
         return plan_uniform(groups, group_scores(model, groups, "l1"), target, model=model_name,
                             min_channels=config.min_channels, config=cfg)
@@ -197,6 +199,9 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
           calibration: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
     """Plan and slice in one call: returns ``(pruned copy, plan)``.
 
+    ``calibration`` (training images) is needed by ``features="activation"`` and by
+    ``refit`` (consumers refit by least squares before slicing).
+
     Examples
     --------
     >>> import mrp_gpu
@@ -208,9 +213,27 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
     groups = build_groups(model, input_size, device=_device_of(model))
     p = plan(model, input_size, target_flops=target_flops, target_params=target_params, method=method,
              config=config, groups=groups, model_name=model_name, calibration=calibration)
-    sliced = slice_model(model, p, groups)
-    masked_vs_sliced(model, p, sliced, groups)  # refuse a model whose slicing would change it
+    source, p = execute(model, p, groups, config, calibration)
+    sliced = slice_model(source, p, groups)
+    masked_vs_sliced(source, p, sliced, groups)  # refuse a model whose slicing would change it
     return sliced, p
+
+
+def execute(model: nn.Module, plan: PruningPlan, groups: ChannelGroups, config: MRPConfig | None = None,
+            calibration: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
+    """What to slice and how: ``(model, plan)`` as they are, or, with ``config.refit``, the
+    model with its consumers refit by least squares on ``calibration`` (and its BN
+    statistics re-estimated on them) and the plan without merges (:func:`mrp_gpu.refit.refit`)."""
+    config = (config or MRPConfig()).resolved(calibration is not None)
+    if not config.refit:
+        return model, plan
+    if calibration is None:
+        raise MRPError("refit needs calibration images (training data): pass calibration= or --data")
+    from .finetune import recalibrate_bn
+    from .refit import refit
+
+    masked, plan = refit(model, plan, calibration, groups, seed=config.seed)
+    return recalibrate_bn(masked, calibration), plan
 
 
 def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: str = "mrp",

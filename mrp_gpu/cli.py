@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name: resnet20..110, vgg16_cifar, demo, or a torchvision model")
+    p.add_argument("model", help="zoo name: resnet20..110, vgg16_cifar, demo, vgg_demo, or a torchvision model")
     p.add_argument("--weights", help="local state_dict (.safetensors/.pt) or torchvision weights name")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)
@@ -130,7 +130,7 @@ def _cmd_eval(args) -> int:
 
 
 def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
-    from .config import FEATURES, REPLACE_RULES, MRPConfig
+    from .config import ALLOCATIONS, FEATURES, PAPER, REPLACE_RULES, MRPConfig
 
     d = MRPConfig()
     g = p.add_argument_group("redundancy (RMCD) options")
@@ -162,27 +162,41 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
                    help="rank groups by R times the MACs a channel costs (default on: see MRPConfig.cost_aware)")
     g.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="do not fold removed channels into their most similar community partner")
+    g.add_argument("--allocation", choices=ALLOCATIONS, default=d.allocation,
+                   help="how the cut is spread over layers: srp (the paper's loop), log-r, uniform")
+    g.add_argument("--floor-communities", action="store_true",
+                   help="no layer goes below the number of communities it had before pruning")
+    g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=d.refit,
+                   help="refit the layers that read pruned channels by least squares on --data training images")
+    g.add_argument("--paper", action="store_true",
+                   help="MRP as published: " + ", ".join(f"{k}={v}" for k, v in PAPER.items())
+                   + " (overrides those options)")
     g.add_argument("--refresh-every", type=int, default=d.refresh_every)
 
 
 def _config_from_args(args):
-    from .config import MRPConfig
+    from .config import PAPER, MRPConfig
 
     mc = args.min_channels
-    return MRPConfig(features=args.features, z=args.z, chance_degree=args.chance_degree,
-                     corrected_dim=not args.raw_dim, bn_scale=args.bn_scale, tau=args.tau, k_max=args.k_max,
-                     resolution=args.resolution, similarity=args.similarity,
-                     backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
-                     step=int(args.step) if args.step >= 1 else args.step,
-                     min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
-                     cost_aware=args.cost_aware, compensate=args.compensate, refresh_every=args.refresh_every)
+    config = MRPConfig(features=args.features, z=args.z, chance_degree=args.chance_degree,
+                       corrected_dim=not args.raw_dim, bn_scale=args.bn_scale, tau=args.tau, k_max=args.k_max,
+                       resolution=args.resolution, similarity=args.similarity,
+                       backend=args.backend, device=args.device, seed=args.seed, replace=args.replace,
+                       step=int(args.step) if args.step >= 1 else args.step,
+                       min_channels=int(mc) if mc >= 1 else mc, round_to=args.round_to,
+                       cost_aware=args.cost_aware, compensate=args.compensate, allocation=args.allocation,
+                       floor_communities=args.floor_communities, refit=args.refit,
+                       refresh_every=args.refresh_every)
+    return config.replace_with(**PAPER) if args.paper else config
 
 
 def _eval_dataset(args):
-    """The dataset to report accuracy on: --data, or Fashion-MNIST for the demo when it is installed."""
+    """The dataset to report accuracy on: --data, or Fashion-MNIST for a shipped model when it is installed."""
+    from .models import SHIPPED
+
     if args.data:
         return args.data
-    if args.model == "demo":
+    if args.model in SHIPPED:
         from .data import fashion_mnist_available
 
         return "fashion-mnist" if fashion_mnist_available(args.data_root) else None
@@ -198,15 +212,18 @@ def _accuracy(model, data, root, size) -> float:
     return evaluate(model, loader, next(model.parameters()).device)["acc"]
 
 
-def _finish(args, model, sliced, plan, groups, kwargs, t0) -> int:
-    """Write plan, weights, arch and summary atomically into --out; print the table."""
+def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
+    """Write plan, weights, arch and summary atomically into --out; print the table.
+
+    ``source`` is what was sliced (``model`` refit, with ``--refit``), ``model`` the unpruned one.
+    """
     import time
 
     from .api import masked_vs_sliced
     from .executor import save_pruned
     from .io import atomic_output_dir, atomic_write_text
 
-    diff = masked_vs_sliced(model, plan, sliced, groups)
+    diff = masked_vs_sliced(model if source is None else source, plan, sliced, groups)
     summary = {"model": args.model, "method": plan.method,
                "macs_before": plan.macs_before, "macs_after": plan.macs_after,
                "params_before": plan.params_before, "params_after": plan.params_after,
@@ -264,6 +281,7 @@ def _print_summary(s: dict, out) -> None:
 def _cmd_prune(args) -> int:
     import time
 
+    from .api import execute
     from .api import plan as make_plan
     from .executor import slice_model
     from .groups import build_groups
@@ -276,17 +294,28 @@ def _cmd_prune(args) -> int:
     plan = make_plan(model, size, target_flops=args.target_flops, target_params=args.target_params,
                      method=args.method, config=config, groups=groups, model_name=args.model,
                      progress=not args.quiet, calibration=calibration)
-    sliced = slice_model(model, plan, groups)
-    return _finish(args, model, sliced, plan, groups, kwargs, t0)
+    source, plan = execute(model, plan, groups, config, calibration)
+    sliced = slice_model(source, plan, groups)
+    return _finish(args, model, sliced, plan, groups, kwargs, t0, source)
 
 
 def _calibration(args, config, size):
-    if config.features != "activation":
+    """Training images for activation features and the least-squares refit.
+
+    Loaded when an option asks for them, and with ``--data`` for the ``auto`` defaults
+    (data-driven MRP when there is data); None otherwise.
+    """
+    wants = config.features == "activation" or config.refit is True
+    auto = config.features == "auto" or config.refit is None
+    if not getattr(args, "data", None):
+        if wants:
+            need = "--features activation" if config.features == "activation" else "--refit"
+            raise MRPError(f"{need} needs --data (a calibration batch of training images)")
+        return None
+    if not (wants or auto):
         return None
     from .data import calibration_batch
 
-    if not args.data:
-        raise MRPError("--features activation needs --data (a calibration batch)")
     return calibration_batch(args.data, size, n=config.calib_size, root=args.data_root, seed=config.seed)
 
 
@@ -321,12 +350,12 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .models import default_input_size, demo_card, list_models
+    from .models import SHIPPED, default_input_size, list_models, model_card
 
     for name in list_models(args.pattern):
         note = ""
-        if name == "demo":
-            card = demo_card()
+        if name in SHIPPED:
+            card = model_card(name)
             note = f"  trained on Fashion-MNIST, {card['epochs']} epochs, test accuracy {card['test_accuracy']:.1%}"
         print(f"{name:28s} {'x'.join(map(str, default_input_size(name)))}{note}")
     return 0
@@ -390,6 +419,8 @@ def torch_version() -> str:
 def _cmd_apply(args) -> int:
     import time
 
+    from .api import execute
+    from .config import MRPConfig
     from .executor import slice_model
     from .groups import build_groups
     from .plan import PruningPlan
@@ -400,8 +431,13 @@ def _cmd_apply(args) -> int:
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
     groups = build_groups(model, size)
-    sliced = slice_model(model, plan, groups)
-    return _finish(args, model, sliced, plan, groups, kwargs, t0)
+    pc = plan.config  # a plan made with --refit is refit again here, on the same calibration images
+    config = MRPConfig(refit=True, seed=pc.get("seed", 0), calib_size=pc.get("calib_size", MRPConfig.calib_size)) \
+        if pc.get("refit") else None
+    source, plan = execute(model, plan, groups, config,
+                           _calibration(args, config, size) if config else None)
+    sliced = slice_model(source, plan, groups)
+    return _finish(args, model, sliced, plan, groups, kwargs, t0, source)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,11 +12,16 @@ from dataclasses import dataclass
 
 from .errors import MRPError
 
-__all__ = ["MRPConfig", "CONFIG_VERSION", "FEATURES", "REPLACE_RULES"]
+__all__ = ["MRPConfig", "CONFIG_VERSION", "FEATURES", "REPLACE_RULES", "ALLOCATIONS", "PAPER"]
 
 CONFIG_VERSION = 1
-FEATURES = ("weight", "activation")
-REPLACE_RULES = ("norm-in-community", "mean-sim", "nearest", "reconstruction")
+FEATURES = ("auto", "weight", "activation")
+REPLACE_RULES = ("norm-in-community", "norm-in-redundant", "mean-sim", "nearest", "reconstruction",
+                 "reconstruction-norm")
+ALLOCATIONS = ("srp", "log-r", "uniform")
+# MRP as published (Gao et al. 2025): the SRP loop ranks layers by R alone, weight features,
+# and nothing carries a removed filter's signal on (compensation and refit are this package's).
+PAPER = {"allocation": "srp", "cost_aware": False, "features": "weight", "compensate": False, "refit": False}
 
 
 @dataclass(frozen=True)
@@ -25,9 +30,10 @@ class MRPConfig:
 
     Parameters
     ----------
-    features : {"weight", "activation"}
+    features : {"auto", "weight", "activation"}
         Per-channel features: the producing filters (data-free) or the channel's
-        response to a calibration batch.
+        response to a calibration batch. ``auto`` (default): ``activation`` when
+        calibration images are given, ``weight`` otherwise (see :meth:`resolved`).
     bn_scale : bool
         Append each channel's BN scale to its weight feature. The scale is one large,
         uncentred coordinate: with the default chance-corrected threshold it can carry
@@ -70,6 +76,12 @@ class MRPConfig:
         one layer of the demo by ``norm-in-community`` cost 13.9 accuracy points on
         average without it (worse than smallest-L1, 6.4) and 4.1 with it (better than
         smallest-L1 in 9 of 12 layers).
+    refit : bool or None
+        Before slicing, refit the weights of every layer that read pruned channels by
+        least squares on calibration images (:func:`mrp_gpu.refit.refit`), so the
+        survivors carry the removed channels' signal as well as a linear map can, and
+        re-estimate the BN statistics on them. Supersedes ``compensate``'s merges.
+        None (default): on when calibration images are given.
     step : int or float
         Channels removed per SRP iteration: a count (>= 1), or a fraction (< 1) of the
         chosen group's current width (at least one channel).
@@ -83,6 +95,15 @@ class MRPConfig:
         demo at -50 % MACs, 1 fine-tuning epoch, 3 seeds) it gave 90.90 ± 0.24 % against
         87.67 ± 1.04 % with ``R_g`` alone, which strips the most redundant last stage
         down to 8-16 % of its width.
+    allocation : {"srp", "log-r", "uniform"}
+        How the cut is spread over groups. ``srp``: the paper's loop, always the group
+        with the highest score. ``log-r``: each group loses a fraction of its width in
+        proportion to ``log R_g`` of the unpruned model (``R_g = 1``: left whole), scaled
+        to meet the target. ``uniform``: the same fraction everywhere. With the last
+        two, channels still go in each group's own MRP removal order.
+    floor_communities : bool
+        No group goes below the number of communities it had before pruning (one
+        survivor per community, the literal reading of "redundant").
     refresh_every : int
         Weight features: groups whose filters lost input columns (a consumer of a
         pruned group) get their graphs and communities recomputed every this many
@@ -96,7 +117,7 @@ class MRPConfig:
         Activation maps are average-pooled to ``pool x pool``.
     """
 
-    features: str = "weight"
+    features: str = "auto"
     bn_scale: bool = False
     z: float | None = None
     chance_degree: float = 0.05
@@ -108,12 +129,15 @@ class MRPConfig:
     backend: str = "auto"
     device: str = "auto"
     seed: int = 0
-    replace: str = "norm-in-community"
+    replace: str = "reconstruction"
     compensate: bool = True
+    refit: bool | None = None
     step: float = 1
     min_channels: float = 1
     round_to: int = 1
     cost_aware: bool = True
+    allocation: str = "uniform"
+    floor_communities: bool = False
     refresh_every: int = 16
     calib_size: int = 256
     pool: int = 4
@@ -125,6 +149,8 @@ class MRPConfig:
             raise MRPError(f"similarity must be 'torch' or 'kernel', got {self.similarity!r}")
         if self.replace not in REPLACE_RULES:
             raise MRPError(f"replace must be one of {REPLACE_RULES}, got {self.replace!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise MRPError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:
             raise MRPError(f"tau is a cosine threshold in [-1, 1], got {self.tau}")
         if self.z is not None and self.z <= 0:
@@ -142,6 +168,17 @@ class MRPConfig:
                 raise MRPError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.min_channels >= 1 or 0 < self.min_channels < 1):
             raise MRPError(f"min_channels must be a count >= 1 or a fraction in (0, 1), got {self.min_channels}")
+
+    def resolved(self, has_data: bool) -> MRPConfig:
+        """The config with ``auto`` choices made: data-driven (activation features, refit)
+        when calibration images are given, data-free otherwise. Every output records the
+        resolved config."""
+        changes = {}
+        if self.features == "auto":
+            changes["features"] = "activation" if has_data else "weight"
+        if self.refit is None:
+            changes["refit"] = has_data
+        return self.replace_with(**changes) if changes else self
 
     def replace_with(self, **changes) -> MRPConfig:
         return dataclasses.replace(self, **changes)

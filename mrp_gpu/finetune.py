@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .errors import MRPError
 from .io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["TrainConfig", "fit", "evaluate", "resolve_device"]
+__all__ = ["TrainConfig", "fit", "evaluate", "recalibrate_bn", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,33 @@ def evaluate(model: nn.Module, loader, device="auto", *, amp: bool = True, progr
     model.train(was)
     correct, loss, n = stats.tolist()
     return {"acc": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on ``images``, in place.
+
+    Pruning changes the statistics of every layer after the first pruned one, so the
+    stored running means and variances no longer fit: without re-estimating them a
+    pruned model's accuracy says little (the demo at -50 % MACs drops to 10-19 % for
+    every method). The statistics become the exact average over ``images`` (momentum
+    None); nothing else changes. The model is returned in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch
+    model.train()
+    try:
+        device = next(model.parameters()).device
+        for x in images.split(batch_size):
+            model(x.to(device))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.eval()
+    return model
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, history: list) -> None:

@@ -23,7 +23,8 @@ from .plan import PruningPlan
 from .redundancy import NEEDS_SIMILARITY, largest_community, most_replaceable
 from .similarity import similarity_edges, thresholds
 
-__all__ = ["Target", "Budget", "plan_global", "plan_uniform", "plan_mrp", "removal_order"]
+__all__ = ["Target", "Budget", "allocate", "plan_from_orders", "plan_global", "plan_uniform", "plan_mrp",
+           "removal_order"]
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ class Budget:
         self.counts = self.sizes.copy()
         self.macs0, self.params0 = groups.cost.macs(), groups.cost.params()
         self.macs, self.params = self.macs0, self.params0
-        self._check_reachable()
+        self.check_reachable()
 
-    def _check_reachable(self) -> None:
+    def check_reachable(self) -> None:
         if self.target is None:
             return
         macs, params = self.groups.cost.macs(self.mins), self.groups.cost.params(self.mins)
@@ -167,26 +168,63 @@ def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target,
     return budget.to_plan(model, method, config or {}, trajectory)
 
 
+def allocate(groups: ChannelGroups, target: Target, weights: np.ndarray | None = None, *,
+             min_channels: float = 1, floor: np.ndarray | None = None, round_to: int = 1) -> np.ndarray:
+    """Kept channel counts: every group loses the fraction ``alpha * weights[g]`` of its
+    width (capped at its minimum), with the smallest ``alpha`` that meets the target.
+
+    ``weights=None`` is the uniform allocation (the same fraction everywhere); a
+    group with weight 0 is left whole. ``floor``: counts no group goes below. With
+    ``round_to`` every count is a multiple of it (rounded up), or the full width.
+    """
+    budget = Budget(groups, target, min_channels=min_channels, round_to=round_to)
+    if floor is not None:
+        budget.mins = np.maximum(budget.mins, floor)
+        budget.check_reachable()
+    w = np.ones(len(groups)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not (w >= 0).all() or not w.max() > 0:
+        raise ValueError("allocation weights must be >= 0 with at least one > 0")
+    w = w / w.max()
+
+    def counts_at(alpha: float) -> np.ndarray:
+        frac = np.minimum(alpha * w, 1.0)
+        c = np.maximum(budget.mins, budget.sizes - np.floor(budget.sizes * frac).astype(np.int64))
+        if round_to > 1:
+            c = np.where(budget.sizes > round_to, np.minimum(budget.sizes, np.ceil(c / round_to) * round_to), c)
+        return np.maximum(budget.mins, c).astype(np.int64)
+
+    def met(alpha: float) -> bool:
+        c = counts_at(alpha)
+        return target.met(1 - groups.cost.macs(c) / budget.macs0, 1 - groups.cost.params(c) / budget.params0)
+
+    lo, hi = 0.0, 1.0 / max(w[w > 0].min(), 1e-12)  # at hi every weighted group sits at its minimum
+    if not met(hi):
+        raise TargetError(f"target {target.describe()} cannot be reached while the groups with weight 0 "
+                          "are left whole")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if met(mid) else (mid, hi)
+    return counts_at(hi)
+
+
+def plan_from_orders(groups: ChannelGroups, counts, orders: list, *, model: str, method: str,
+                     config: dict | None = None) -> PruningPlan:
+    """Group ``g`` keeps ``counts[g]`` channels: the first ``sizes[g] - counts[g]`` of
+    ``orders[g]`` (a removal order, most removable first) go."""
+    budget = Budget(groups, None)
+    for g, n in enumerate(counts):
+        drop = np.asarray(orders[g][: budget.sizes[g] - int(n)], dtype=np.int64)
+        if len(drop):
+            budget.remove(g, drop)
+    return budget.to_plan(model, method, config or {})
+
+
 def plan_uniform(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,
                  method: str = "uniform", min_channels: float = 1, config: dict | None = None) -> PruningPlan:
     """The same fraction removed from every group (lowest scores first inside each)."""
-    budget = Budget(groups, target, min_channels=min_channels)
-
-    def counts_at(frac: float) -> np.ndarray:
-        return np.maximum(budget.mins, budget.sizes - np.floor(budget.sizes * frac).astype(np.int64))
-
-    def met(frac: float) -> bool:
-        c = counts_at(frac)
-        return target.met(1 - groups.cost.macs(c) / budget.macs0, 1 - groups.cost.params(c) / budget.params0)
-
-    lo, hi = 0.0, 1.0  # reachable was checked: frac = 1 puts every group at its minimum
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if met(mid) else (mid, hi)
-    for g, n in enumerate(counts_at(hi)):
-        for c in np.argsort(scores[g], kind="stable")[: budget.sizes[g] - n]:
-            budget.remove(g, int(c))
-    return budget.to_plan(model, method, config or {})
+    counts = allocate(groups, target, min_channels=min_channels)
+    orders = [np.argsort(s, kind="stable") for s in scores]
+    return plan_from_orders(groups, counts, orders, model=model, method=method, config=config)
 
 
 # ----------------------------------------------------------------------------- SRP
@@ -239,9 +277,10 @@ class _Redundancy:
         """The ``k`` channels of group ``g`` to remove next: (channel, community size, merge).
 
         Each comes from the largest community of the current partition (the most
-        replaceable by ``rule``); when every live channel is alone, or with ``by_norm``,
+        replaceable by ``rule``; ``norm-in-redundant`` looks at every community of two
+        or more); when every live channel is alone, or with ``by_norm``,
         the smallest-norm channel goes. With ``partners``, each channel taken from a
-        community also gets a merge: its most similar remaining member, and the ratio
+        community also gets a merge: its most similar remaining community member, and the ratio
         of their output scales (clipped to [-4, 4]).
         """
         live = self.alive[g].copy()
@@ -250,16 +289,21 @@ class _Redundancy:
         chosen = []
         for _ in range(k):  # one community state serves the whole quantum
             pos = np.flatnonzero(live)
-            labels = self.labels[g][pos]
+            labels_of = self.labels[g]
+            labels = labels_of[pos]
             merge = None
             if by_norm or len(np.unique(labels)) == len(labels):
                 channel, size = int(pos[np.argmin(self.norms(g)[pos])]), 1
             else:
-                members = pos[largest_community(labels)]
+                if rule == "norm-in-redundant":  # every channel that has a community partner
+                    counts = np.bincount(labels)
+                    members = pos[counts[labels] > 1]
+                else:
+                    members = pos[largest_community(labels)]
                 channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g])[0])
-                size = len(members)
+                size = int((labels_of[members] == labels_of[channel]).sum())
                 if partners:
-                    others = members[members != channel]
+                    others = members[(members != channel) & (labels_of[members] == labels_of[channel])]
                     into = int(others[int(torch.argmax(sim[channel, torch.as_tensor(others)]))])
                     ratio = self.loudness[g][channel] / self.loudness[g][into] if self.loudness[g][into] else 0.0
                     merge = {"group": self.groups[g].id, "channel": channel, "into": into,
@@ -373,6 +417,24 @@ class _Redundancy:
         return cols[torch.as_tensor(order, device=cols.device)].float().to(self.device)
 
 
+def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None) -> list[dict]:
+    """Group ``g`` alone through the SRP step, ``limit`` times or until one channel is left.
+
+    One record per removal: the channel, its merge (None when it was alone in its
+    community), its community's size, and ``R`` of the group before and after.
+    """
+    state.refresh([g])
+    steps = []
+    while state.alive[g].sum() > 1 and (limit is None or len(steps) < limit):
+        r_before = float(state.R[g])
+        (channel, size, merge), = state.pick(g, 1, rule, partners=True)
+        state.remove(g, [channel])
+        state.refresh([g], flush=False)
+        steps.append({"channel": channel, "merge": merge, "community_size": size, "R_before": r_before,
+                      "R_after": float(state.R[g])})
+    return steps
+
+
 def removal_order(model, groups: ChannelGroups, group: str, config,
                   calibration=None) -> tuple[list[int], list[dict | None]]:
     """Every channel of one group, most replaceable first, by repeated MRP removal.
@@ -388,21 +450,48 @@ def removal_order(model, groups: ChannelGroups, group: str, config,
     from .features import compute_features
     from .finetune import resolve_device
 
+    config = config.resolved(calibration is not None)
     device = resolve_device(config.device)
     feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
                              calibration=calibration, pool=config.pool, device=device)
-    state = _Redundancy(model, groups, config, feats, device)
     g = groups.index(group)
-    state.refresh([g])
-    order = []
-    merges = []
-    while state.alive[g].sum() > 1:
-        (channel, _, merge), = state.pick(g, 1, config.replace, partners=True)
-        state.remove(g, [channel])
-        state.refresh([g], flush=False)
-        order.append(channel)
-        merges.append(merge)
-    return order + np.flatnonzero(state.alive[g]).tolist(), merges
+    steps = _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace)
+    order = [t["channel"] for t in steps]
+    return order + sorted(set(range(groups[g].size)) - set(order)), [t["merge"] for t in steps]
+
+
+def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats, device, *,
+                    model_name: str) -> PruningPlan:
+    """``allocation="uniform"`` or ``"log-r"``: counts first, then MRP's order inside each group.
+
+    The counts come from :func:`allocate` (the same fraction everywhere, or fractions in
+    proportion to ``log R_g`` of the unpruned model); inside each group the channels go
+    in its own SRP removal order (:func:`removal_order`), with its merges when
+    ``compensate`` is on. Groups are ordered independently of each other.
+    """
+    if target is None:
+        raise TargetError(f"allocation={config.allocation!r} needs a target; only 'srp' runs to exhaustion")
+    state = _Redundancy(model, groups, config, feats, device)
+    state.refresh(list(range(len(groups))))
+    R0 = state.R.copy()
+    weights = None if config.allocation == "uniform" else np.log(R0)
+    floor = np.round(groups.sizes / R0).astype(np.int64) if config.floor_communities else None
+    counts = allocate(groups, target, weights, min_channels=config.min_channels, floor=floor,
+                      round_to=config.round_to)
+    budget = Budget(groups, None)
+    trajectory, merges = [], []
+    for g, n in enumerate(counts):
+        for t in _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace,
+                              limit=int(groups.sizes[g] - n)):
+            budget.remove(g, t["channel"])
+            if config.compensate and t["merge"] is not None:
+                merges.append(t["merge"])
+            trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": t["channel"],
+                               "community_size": t["community_size"], "R_before": round(t["R_before"], 6),
+                               "R_after": round(t["R_after"], 6), "fallback": t["community_size"] == 1,
+                               "macs": int(budget.macs), "params": int(budget.params)})
+    cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist()))}
+    return budget.to_plan(model_name, "mrp", cfg, trajectory, merges=merges)
 
 
 def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, model_name: str = "model",
@@ -429,13 +518,19 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     from .features import compute_features
     from .finetune import resolve_device
 
+    config = config.resolved(calibration is not None)
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
     feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
                              calibration=calibration, pool=config.pool, device=device)
+    if config.allocation != "srp":
+        return _plan_allocated(model, groups, target, config, feats, device, model_name=model_name)
     state = _Redundancy(model, groups, config, feats, device)
     state.refresh(list(range(len(groups))))
     R0 = state.R.copy()
+    if config.floor_communities:  # one survivor per community of the unpruned model
+        budget.mins = np.maximum(budget.mins, np.round(budget.sizes / R0).astype(np.int64))
+        budget.check_reachable()
     trajectory, merges, stale, fallbacks, it = [], [], set(), 0, 0
     goal = None if target is None else (target.flops if target.flops is not None else target.params)
     bar = tqdm(total=1000, desc="MRP", disable=not progress, leave=False)

@@ -9,12 +9,20 @@ Rules (``MRPConfig.replace``), each ranking the members of one community:
 
 ``norm-in-community``
     smallest BN-scaled L1 norm (the community says where, the norm says which);
+``norm-in-redundant``
+    smallest BN-scaled L1 norm among the channels of *every* community of two or
+    more, not only the largest (redundancy says which channels may go, the norm
+    which of them goes first);
 ``mean-sim``
     highest mean similarity to the other members, ties to the smaller norm;
 ``nearest``
     highest similarity to its closest other member;
 ``reconstruction``
-    smallest least-squares error when rebuilt from the other members' features.
+    smallest least-squares error when rebuilt from the other members' features
+    (relative to the channel's own energy);
+``reconstruction-norm``
+    that relative error times the channel's BN-scaled L1 norm: the part of the channel
+    the community cannot rebuild, weighted by how much of it there is.
 """
 
 from __future__ import annotations
@@ -92,7 +100,7 @@ def largest_community(labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero(labels == np.argmax(np.bincount(labels)))
 
 
-NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction"}
+NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction", "reconstruction-norm"}
 
 
 def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
@@ -113,7 +121,7 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
     gram : Tensor [N, N], optional
         Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
     """
-    if rule == "norm-in-community":
+    if rule in ("norm-in-community", "norm-in-redundant"):
         order = np.argsort(norms[members], kind="stable")
         return members[order[:k]]
     if sim is None:
@@ -126,11 +134,13 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         score = ((sub * off).sum(1) / max(s - 1, 1)).cpu().numpy()
     elif rule == "nearest":
         score = sub.masked_fill(~off, -torch.inf).max(1).values.cpu().numpy()
-    elif rule == "reconstruction":
+    elif rule in ("reconstruction", "reconstruction-norm"):
         g = (gram[idx][:, idx].double() if gram is not None else sub)
         g = g + 1e-6 * g.diagonal().mean() * torch.eye(s, dtype=g.dtype, device=g.device)
         err = 1.0 / torch.linalg.inv(g).diagonal()  # residual of regressing each on the others
         score = -(err / g.diagonal()).cpu().numpy()  # relative error: scale-free
+        if rule == "reconstruction-norm":  # what is lost: the unexplained share of a channel, times its size
+            score = score * norms[members]
     else:
         raise ValueError(f"unknown replace rule {rule!r}")
     order = np.lexsort((norms[members], -np.asarray(score)))  # best score, then smaller norm

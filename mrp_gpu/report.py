@@ -4,8 +4,9 @@ Plots (PNG, matplotlib's Agg backend, no display needed):
 
 * ``redundancy.png``: redundancy ``R`` per layer before and after pruning;
 * ``channels.png``: channels kept per layer against the original widths;
-* ``trajectory.png``: ``R`` of the group pruned at each step (the most redundant
-  one) and the MACs reduction, over the iterations.
+* ``trajectory.png``: ``R`` of the group pruned at each step (with ``cost_aware`` or
+  a ``uniform`` allocation not necessarily the most redundant one) and the MACs
+  reduction, over the steps.
 """
 
 from __future__ import annotations
@@ -78,18 +79,18 @@ def plot_channels(path, plan: PruningPlan) -> None:
 
 
 def plot_trajectory(path, plan: PruningPlan) -> None:
-    """``R`` of the pruned (most redundant) group per step, and the MACs reduction."""
+    """``R`` of the group pruned at each step, and the MACs reduction."""
     plt = _pyplot()
     steps = [t["step"] for t in plan.trajectory]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, [t["R_before"] for t in plan.trajectory], lw=1, color="#4C72B0")
     ax.set_xlabel("step (channels removed)")
-    ax.set_ylabel("R of the most redundant layer", color="#4C72B0")
+    ax.set_ylabel("R of the layer pruned at this step", color="#4C72B0")
     ax2 = ax.twinx()
     ax2.plot(steps, [1 - t["macs"] / plan.macs_before for t in plan.trajectory], color="#C44E52", lw=1)
     ax2.set_ylabel("MACs removed", color="#C44E52")
     ax2.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    ax.set_title("SRP trajectory")
+    ax.set_title(f"MRP trajectory (allocation {plan.config.get('allocation', 'srp')})")
     _save(fig, Path(path))
 
 

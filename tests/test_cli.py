@@ -105,9 +105,13 @@ def test_prune_mrp_demo_writes_a_report(tmp_path):
     assert plan["trajectory"] and 0.50 <= json.loads((out / "summary.json").read_text())["macs_reduction"] <= 0.53
 
 
-def test_models_lists_the_zoo_with_the_demo_card(capsys):
+def test_models_lists_the_zoo_with_the_shipped_cards(capsys):
+    from mrp_gpu.models import model_card
+
     assert main(["models", "resnet*"]) == 0
     out = capsys.readouterr().out
     assert "resnet20" in out and "resnet50" in out and "3x224x224" in out
-    assert main(["models", "demo"]) == 0
-    assert "test accuracy 93.1%" in capsys.readouterr().out
+    assert main(["models", "*demo"]) == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "vgg_demo"):
+        assert f"test accuracy {model_card(name)['test_accuracy']:.1%}" in out

@@ -91,3 +91,17 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert [h["epoch"] for h in log] == [1, 2]
     assert log[0]["world_size"] == 2
     assert r.stdout.count("test accuracy") == 1  # rank 0 alone reports and writes
+
+
+def test_recalibrate_bn_re_estimates_the_statistics_exactly():
+    from mrp_gpu.finetune import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    model[1].running_mean.fill_(5.0)
+    x = torch.randn(40, 1, 8, 8) * 3 + 1
+    recalibrate_bn(model, x, batch_size=10)
+    with torch.no_grad():
+        y = model[0](x)
+    torch.testing.assert_close(model[1].running_mean, y.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not model.training and model[1].momentum == 0.1  # restored

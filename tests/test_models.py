@@ -99,3 +99,22 @@ def test_torchvision_enum_without_network_is_a_clear_error(monkeypatch, tmp_path
     monkeypatch.setattr(torchvision.models._api.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(WeightsError, match="Without internet, pass a local state_dict"):
         create_model("resnet18", weights="IMAGENET1K_V1")
+
+
+@pytest.mark.parametrize("name", ["demo", "vgg_demo"])
+def test_shipped_models_score_what_their_cards_say(name):
+    """Accuracy on the card's fixed test subset, within 1 point of the card (needs Fashion-MNIST)."""
+    from mrp_gpu.data import fashion_mnist_available, get_dataset, make_loader
+    from mrp_gpu.finetune import evaluate
+    from mrp_gpu.models import model_card
+
+    card = model_card(name)
+    model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == card["parameters"]
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    check = card["check"]
+    test = get_dataset("fashion-mnist", train=False, input_size=default_input_size(name), augment=False)
+    subset = torch.utils.data.Subset(test, range(check["first_test_images"]))
+    acc = evaluate(model, make_loader(subset, batch_size=500, train=False, workers=0))["acc"]
+    assert abs(acc - check["accuracy"]) <= 0.01, (acc, check)

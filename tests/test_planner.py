@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -70,8 +71,18 @@ def demo():
 
 
 @pytest.fixture(scope="module")
+def demo_groups(demo):
+    from mrp_gpu.groups import build_groups
+
+    return build_groups(demo, (1, 28, 28))
+
+
+SRP = MRPConfig(allocation="srp", replace="norm-in-community")  # the SRP loop as the tests below know it
+
+
+@pytest.fixture(scope="module")
 def demo_plan(demo):
-    return plan(demo, (1, 28, 28), target_flops=0.5, model_name="demo")
+    return plan(demo, (1, 28, 28), target_flops=0.5, model_name="demo", config=SRP)
 
 
 def test_mrp_on_the_demo_meets_the_target_with_its_own_ratios(demo_plan):
@@ -91,25 +102,28 @@ def test_each_step_pruned_the_group_with_the_highest_score(demo_plan):
 
 
 def test_same_seed_same_plan(demo, demo_plan):
-    again = plan(demo, (1, 28, 28), target_flops=0.5, model_name="demo")
+    again = plan(demo, (1, 28, 28), target_flops=0.5, model_name="demo", config=SRP)
     assert again.kept == demo_plan.kept and again.trajectory == demo_plan.trajectory
 
 
 def test_cost_aware_weighs_redundancy_by_savings(demo):
-    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(cost_aware=True))
+    p = plan(demo, (1, 28, 28), target_flops=0.3, config=SRP.replace_with(cost_aware=True))
     assert p.macs_reduction >= 0.3
     assert all(t["score"] == t["best_score"] for t in p.trajectory if not t["fallback"])
 
 
-@pytest.mark.parametrize("rule", ["mean-sim", "nearest", "reconstruction"])
+@pytest.mark.parametrize("rule", ["mean-sim", "nearest", "reconstruction", "reconstruction-norm",
+                                  "norm-in-community", "norm-in-redundant"])
 def test_every_replace_rule_plans(demo, rule):
     p = plan(demo, (1, 28, 28), target_flops=0.2, config=MRPConfig(replace=rule))
     assert p.macs_reduction >= 0.2
 
 
 def test_round_to_keeps_multiples_of_eight(demo):
-    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(round_to=8, step=1))
-    assert all(p.kept_count(g) % 8 == 0 for g in p.sizes)
+    for allocation in ("srp", "uniform", "log-r"):
+        p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(round_to=8, step=1, allocation=allocation))
+        assert all(p.kept_count(g) % 8 == 0 for g in p.sizes), allocation
+        assert p.macs_reduction >= 0.3
 
 
 def test_fraction_step_and_activation_features(demo):
@@ -130,7 +144,7 @@ def test_queued_downdates_equal_a_recomputation(demo):
     from mrp_gpu.planner import _Redundancy
 
     groups = build_groups(demo, (1, 28, 28))
-    cfg = MRPConfig()
+    cfg = MRPConfig().resolved(has_data=False)  # weight features: removals downdate consumers' Grams
     state = _Redundancy(demo, groups, cfg, compute_features(demo, groups), "cpu")
     g = groups.index("layer2.0.conv1")  # its consumer is layer2.0.conv2, a producer of the stage-2 group
     touched = state.remove(g, [1, 5, 7])
@@ -161,3 +175,58 @@ def test_compensate_folds_removed_channels_into_partners(demo):
     x = example_input((1, 28, 28), batch=4)
     with torch.no_grad():
         assert not torch.allclose(sliced(x), plain(x))  # compensation changed the consumers
+
+
+# ----------------------------------------------------------------------------- allocations
+def test_allocate_spreads_the_cut_by_weight(resnet20_groups):
+    from mrp_gpu.planner import allocate
+
+    w = np.ones(len(resnet20_groups))
+    w[0] = 0.0  # left whole
+    w[1] = 0.5  # loses half the fraction of the others
+    counts = allocate(resnet20_groups, Target(flops=0.4), w)
+    sizes = resnet20_groups.sizes
+    assert counts[0] == sizes[0]
+    frac = 1 - counts / sizes
+    assert frac[1] < frac[2] and abs(frac[1] - frac[2] / 2) <= 1.5 / sizes[1] + 1.5 / sizes[2]
+    assert 1 - resnet20_groups.cost.macs(counts) / resnet20_groups.cost.macs() >= 0.4
+
+
+def test_plan_from_orders_removes_each_orders_prefix(resnet20_groups):
+    from mrp_gpu.planner import plan_from_orders
+
+    sizes = resnet20_groups.sizes
+    counts = sizes - 2
+    orders = [np.arange(n)[::-1] for n in sizes]  # the highest channels go first
+    p = plan_from_orders(resnet20_groups, counts, orders, model="r", method="test")
+    for g, n in zip(resnet20_groups.ids, sizes):
+        assert p.kept[g] == tuple(range(n - 2))
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "log-r"])
+def test_mrp_allocations_meet_the_target_with_mrp_order_inside(demo, allocation):
+    p = plan(demo, (1, 28, 28), target_flops=0.5, config=MRPConfig(allocation=allocation), model_name="demo")
+    assert p.macs_reduction >= 0.5
+    R = p.config["redundancy_before"]
+    fracs = {g: 1 - p.kept_count(g) / n for g, n in p.sizes.items()}
+    if allocation == "uniform":
+        assert max(fracs.values()) - min(fracs.values()) < 0.1
+    else:  # more redundant groups lose a larger share
+        most, least = max(R, key=R.get), min(R, key=R.get)
+        assert fracs[most] > fracs[least]
+    # merges only name removed channels, each folded into a channel of the same group
+    for m in p.merges:
+        assert m["channel"] not in p.kept[m["group"]]
+
+
+def test_floor_communities_keeps_one_channel_per_community(demo):
+    p = plan(demo, (1, 28, 28), target_flops=0.3, config=MRPConfig(floor_communities=True))
+    for g, n in p.sizes.items():
+        assert p.kept_count(g) >= round(n / p.config["redundancy_before"][g])
+
+
+def test_allocations_other_than_srp_need_a_target(demo, demo_groups):
+    from mrp_gpu.planner import plan_mrp
+
+    with pytest.raises(TargetError, match="needs a target"):
+        plan_mrp(demo, demo_groups, None, MRPConfig(allocation="log-r"))

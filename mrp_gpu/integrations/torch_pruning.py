@@ -58,7 +58,7 @@ def srp_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig) -> di
     """Per group: the SRP step at which each channel goes (``srp`` mode of the module docstring)."""
     from ..planner import plan_mrp
 
-    p = plan_mrp(model, groups, None, config)
+    p = plan_mrp(model, groups, None, config.replace_with(allocation="srp"))  # SRP's order, to the end
     out = {g.id: np.full(g.size, np.inf) for g in groups}
     for t in p.trajectory:
         out[t["group"]][t["channel"]] = t["step"]
@@ -111,7 +111,7 @@ class MRPImportance(tp.importance.Importance):
         if mode not in ("srp", "partition"):
             raise ValueError(f"mode must be 'srp' or 'partition', got {mode!r}")
         self.input_size = _input_size(example_inputs)
-        self.config = config or MRPConfig()
+        self.config = (config or MRPConfig()).resolved(has_data=False)  # weight features: no calibration here
         self.mode = mode
         self._key = None
         self._scores: dict[str, np.ndarray] = {}
@@ -161,12 +161,13 @@ def mrp_pruning_ratio_dict(model: nn.Module, example_inputs, *, target_flops: fl
 
     Keys are the first producing layer of each group; a ratio ``r`` is chosen so that
     Torch-Pruning keeps exactly the plan's channel count
-    (``int(N * (1 - r)) == kept``). Use ``iterative_steps=1``.
+    (``int(N * (1 - r)) == kept``). Use ``iterative_steps=1``. Without ``config`` the
+    plan is MRP's own allocation (``allocation="srp"``), not the package default.
     """
     from ..api import plan
 
     size = _input_size(example_inputs)
     groups = build_groups(model, size, device=next(model.parameters()).device)
     p = plan(model, size, target_flops=target_flops, target_params=target_params, method="mrp",
-             config=config, groups=groups)
+             config=config or MRPConfig(allocation="srp"), groups=groups)
     return {model.get_submodule(g.id): 1.0 - (p.kept_count(g.id) + 0.5) / g.size for g in groups}

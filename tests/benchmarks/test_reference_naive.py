@@ -18,7 +18,8 @@ def test_naive_reference_picks_the_same_first_layers_as_mrp_gpu():
     groups = build_groups(model, (1, 28, 28))
     naive, times = naive_plan(model, groups, 0.5, max_steps=30)
     ours = plan(model, (1, 28, 28), target_flops=0.5, groups=groups,
-                config=MRPConfig(backend="networkx", refresh_every=1, cost_aware=False))
+                config=MRPConfig(backend="networkx", refresh_every=1, cost_aware=False, allocation="srp",
+                                 replace="norm-in-community"))
     assert len(times) == 30
     pick = [(t["group"], t["channel"]) for t in naive.trajectory]
     assert pick == [(t["group"], t["channel"]) for t in ours.trajectory[:30]]

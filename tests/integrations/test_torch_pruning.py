@@ -56,7 +56,7 @@ def test_ratio_dict_reproduces_the_srp_plan_with_any_importance():
     model = create_model("demo")
     x = torch.randn(1, 1, 28, 28)
     ratios = mrp_pruning_ratio_dict(model, x, target_flops=0.5)
-    p = plan(create_model("demo"), (1, 28, 28), target_flops=0.5)
+    p = plan(create_model("demo"), (1, 28, 28), target_flops=0.5, config=MRPConfig(allocation="srp"))
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(),
                                   pruning_ratio_dict=ratios, pruning_ratio=0.0, ignored_layers=[model.fc])
     pruner.step()
@@ -69,9 +69,9 @@ def test_ratio_dict_reproduces_the_srp_plan_with_any_importance():
 def test_mrp_importance_ranks_the_plans_channels_lowest():
     model = create_model("demo")
     groups = build_groups(model, (1, 28, 28))
-    scores = srp_scores(model, groups, MRPConfig())
+    scores = srp_scores(model, groups, MRPConfig().resolved(has_data=False))
     for target in (0.1, 0.5):
-        p = plan(model, (1, 28, 28), target_flops=target, groups=groups)
+        p = plan(model, (1, 28, 28), target_flops=target, groups=groups, config=MRPConfig(allocation="srp"))
         touched = 0
         for g in groups:
             removed = set(p.removed(g.id).tolist())
