@@ -101,19 +101,19 @@ def parse_method(method: str, seed: int) -> tuple[str, MRPConfig]:
     if base not in MRP_BASES:  # a baseline: data-free, no refit unless asked for
         config = config.replace_with(features="weight", refit=False)
     if rest:
-        fields = {f.name for f in dataclasses.fields(config)}
+        fields = {f.name: str(f.type) for f in dataclasses.fields(config)}
         changes = {}
         for item in rest.rstrip("]").split(";"):
             key, _, value = item.partition("=")
             if key not in fields:
                 raise SystemExit(f"{method}: unknown MRPConfig field {key!r}")
             cur = getattr(config, key)
-            if isinstance(cur, bool):
+            if value in ("None", "none"):
+                changes[key] = None
+            elif "bool" in fields[key]:
                 changes[key] = value in ("1", "true", "True")
             elif isinstance(cur, str):
                 changes[key] = value
-            elif value in ("None", "none"):
-                changes[key] = None
             else:  # numbers: an integral value stays an int (counts), otherwise a float (fractions)
                 number = float(value)
                 changes[key] = int(number) if number.is_integer() else number
@@ -337,14 +337,16 @@ def missing(result: dict) -> list[str]:
 
 def _base_config(method: str) -> tuple[str, dict]:
     base, config = parse_method(method, 0)
-    return base, config.to_dict()
+    return base, config.resolved(has_data=True).to_dict()
 
 
 def fmt(row: dict | None) -> str:
     if row is None:
         return "-"
     spread = f" ± {row['acc_std']:.2f}" if row["n"] > 1 else ""
-    return f"{row['acc_mean']:.2f}{spread} (n={row['n']})"
+    off = row["macs_reduction"] - row["target"]  # coarse granularity can overshoot the target: say so
+    macs = f", -{row['macs_reduction']:.1%}" if abs(off) > 0.01 else ""
+    return f"{row['acc_mean']:.2f}{spread} (n={row['n']}{macs})"
 
 
 def markdown(result: dict) -> str:
@@ -356,7 +358,8 @@ def markdown(result: dict) -> str:
              "training images; `finetune`: SGD from the pruned weights at lr 0.01; `scratch`: the pruned "
              "architecture re-initialised and trained at lr 0.1 (the unpruned row: the full architecture, same "
              "budget). MRP rows are labelled by how their config differs from today's defaults; **bold** is the "
-             "default. The runs were added by:", "",
+             "default. A cell names its MACs reduction when it is more than a point past the target. "
+             "The runs were added by:", "",
              *[f"    {c}" for c in result["commands"]], ""]
     for model in sorted({s["model"] for s in summary}):
         for tag in sorted({s["protocol"] for s in summary if s["model"] == model}):

@@ -1,4 +1,4 @@
-"""The RI-hypothesis study (MRP_SPEC section 7, parts 1 and 2) on a trained model.
+"""The RI-hypothesis study (docs/method.md, section 8) on a trained model.
 
 Part 1, layer level: remove ``--fraction`` (30 %) of one group at a time, the most
 replaceable channels first (MRP's own removal order), and measure the accuracy drop

@@ -22,9 +22,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_from_args(args):
+    import torch
+
     from .models import create_model, default_input_size, parse_input_size
 
     weights = args.weights if args.weights else "default"
+    torch.manual_seed(getattr(args, "seed", 0))  # models without weights: the same random init every run
     model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, weights=weights)
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(args.model, args.in_chans)
     kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v is not None}
@@ -531,10 +534,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) and args.command in ("prune", "apply"):
+            from .io import check_output_dir
+
+            check_output_dir(args.out, force=args.force)  # before any work, not after it
         return args.func(args)
     except MRPError as e:
         print(f"mrp-gpu {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        atomic = args.command in ("prune", "apply")  # outputs appear whole or not at all
+        print(f"mrp-gpu {args.command}: interrupted" + (f"; nothing was written to {args.out}" if atomic else ""),
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import MRPError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output_dir", "check_output_dir"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,6 +62,20 @@ def _remove_dead_leftovers(path: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def check_output_dir(path: str | Path, *, force: bool = False) -> Path:
+    """Refuse an output directory that is a file, or not empty without ``force``.
+
+    Commands call it before any work, so a wrong ``--out`` fails in a second, not
+    after the plan; :func:`atomic_output_dir` checks again when it writes.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MRPError(f"--out {str(path)!r} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise MRPError(f"--out {str(path)!r} already exists and is not empty; pass --force to replace it")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` when the block succeeds.
@@ -71,11 +85,7 @@ def atomic_output_dir(path: str | Path, *, force: bool = False) -> Iterator[Path
     outright leaves ``path`` as it was too, plus a temporary directory named after
     its process id, which the next run beside it removes.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise MRPError(f"--out {str(path)!r} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise MRPError(f"--out {str(path)!r} already exists and is not empty; pass --force to replace it")
+    path = check_output_dir(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_leftovers(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))

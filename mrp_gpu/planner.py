@@ -1,6 +1,6 @@
 """Planners: from channel groups and a compression target to a :class:`PruningPlan`.
 
-``plan_mrp`` is Structural Redundancy Pruning (MRP_SPEC section 5): recompute
+``plan_mrp`` is Structural Redundancy Pruning (docs/method.md, section 7): recompute
 redundancy, remove the most replaceable channel of the most redundant group, repeat
 until the target is met. ``plan_global`` and ``plan_uniform`` are the classic
 baselines: a global ranking of normalised static scores, or one ratio for every group.
@@ -496,7 +496,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
 
 def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, model_name: str = "model",
              progress: bool = False, calibration=None) -> PruningPlan:
-    """Structural Redundancy Pruning driven by community redundancy (MRP_SPEC section 5).
+    """Structural Redundancy Pruning driven by community redundancy (docs/method.md, section 7).
 
     Every iteration picks the group with the highest score (``R_g``, or ``R_g`` times
     the MACs one of its channels saves, normalised, with ``cost_aware``), removes the

@@ -1,4 +1,4 @@
-"""Redundancy of every group and replaceability of its channels (MRP_SPEC section 4).
+"""Redundancy of every group and replaceability of its channels (docs/method.md, section 5).
 
 ``R_g = N_g / C_g``, the mean community size, isolated channels counting as
 communities of one: ``R_g = 1`` means every channel plays a role of its own. Inside

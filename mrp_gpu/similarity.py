@@ -4,7 +4,7 @@ Group ``g``'s graph has a vertex per channel and an edge ``(i, j)`` of weight
 ``S_ij = <f_i, f_j>`` (the features are L2-normalised, so ``S`` is the cosine) when
 ``S_ij >= tau_g``. By default ``tau_g = z / sqrt(d_g)``: the cosine of two random
 vectors in ``d`` dimensions is about ``N(0, 1/d)``, so ``z`` measures "how far above
-chance" with one number for layers of any width or kernel size (MRP_SPEC section 2).
+chance" with one number for layers of any width or kernel size (docs/method.md, section 3).
 With ``k_max`` each channel keeps at most its ``k_max`` strongest neighbours (the
 union of both directions is kept, so the graph stays undirected). Edges need a
 positive weight; channels without edges stay as isolated vertices.

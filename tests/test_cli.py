@@ -115,3 +115,44 @@ def test_models_lists_the_zoo_with_the_shipped_cards(capsys):
     out = capsys.readouterr().out
     for name in ("demo", "vgg_demo"):
         assert f"test accuracy {model_card(name)['test_accuracy']:.1%}" in out
+
+
+def test_out_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    import mrp_gpu.api
+
+    def no_planning(*a, **k):
+        raise AssertionError("planned before checking --out")
+
+    monkeypatch.setattr(mrp_gpu.api, "plan", no_planning)
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(taken)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(full)]) == 2
+    assert "pass --force" in capsys.readouterr().err and (full / "keep.txt").read_text() == "mine"
+
+
+def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import mrp_gpu.groups
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mrp_gpu.groups, "build_groups", interrupted)
+    out = tmp_path / "d"
+    assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == f"mrp-gpu prune: interrupted; nothing was written to {out}"
+    assert not out.exists()
+
+
+def test_random_models_are_seeded(tmp_path):
+    plans = []
+    for k in range(2):
+        assert main(["prune", "resnet20", "--target-flops", "0.3", "--out", str(tmp_path / str(k)), "--quiet",
+                     "--no-report"]) == 0
+        plans.append(json.loads((tmp_path / str(k) / "plan.json").read_text())["kept"])
+    assert plans[0] == plans[1]

@@ -101,7 +101,7 @@ def louvain(edge_index, edge_weight=None, num_nodes: int | None = None, ptr=None
         Needed when the last nodes are isolated and ``ptr`` is not given.
     ptr : LongTensor [G + 1], optional
         Node offsets of each graph of a batch. Each graph gets its own partition, as
-        if run alone: modularity is counted per graph (MRP_SPEC section 3).
+        if run alone: modularity is counted per graph (docs/method.md, section 4).
     backend : str
         ``auto``, ``igraph``, ``torch``, ``cugraph`` or ``networkx``.
     resolution : float

@@ -62,7 +62,7 @@ class UnionGraph:
 
         Modularity gains in the union are then each graph's own gains divided by the
         number ``L`` of graphs that have edges, once the resolution is ``gamma * L``:
-        every local move keeps its sign and order (MRP_SPEC section 3).
+        every local move keeps its sign and order (docs/method.md, section 4).
         """
         m = self.total_weight()
         gid = self.node_graph[self.src] if len(self.src) else self.src
