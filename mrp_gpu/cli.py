@@ -430,6 +430,11 @@ def _cmd_apply(args) -> int:
 
     t0 = time.perf_counter()
     plan = PruningPlan.load(args.plan)
+    made_for = f"{plan.model} ({'x'.join(map(str, plan.input_size))})"
+    if args.model is None:
+        args.model = plan.model
+    elif args.model != plan.model:
+        raise MRPError(f"{args.plan}: this plan was made for {made_for}, not {args.model}")
     model, size, kwargs = _model_from_args(args)
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
@@ -518,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="apply a saved plan.json to a model")
     p.add_argument("plan")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="zoo name (default: the one the plan records; must match it)")
     p.add_argument("--weights")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)

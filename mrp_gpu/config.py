@@ -65,17 +65,22 @@ class MRPConfig:
     seed : int
         Seed of Louvain's node order and of every random choice.
     replace : str
-        Which channel of a community goes first: ``norm-in-community`` (smallest
-        BN-scaled L1 norm inside the largest community), ``mean-sim``, ``nearest``
-        or ``reconstruction``.
+        Which channel of the largest community goes first (``mrp_gpu.redundancy``):
+        ``reconstruction`` (default: the member its community rebuilds best by least
+        squares), ``reconstruction-norm``, ``norm-in-community``, ``norm-in-redundant``,
+        ``mean-sim`` or ``nearest``. With data, ``reconstruction`` on activation
+        features was the best MRP rule of the quality study
+        (``benchmarks/results/quality_cpu.md``), within a few tenths of a point of
+        smallest-L1 with the same refit.
     compensate : bool
-        Fold each removed channel into its most similar remaining community partner:
-        the partner's consumer weights gain the removed channel's, times the ratio of
-        their output scales (BN ``gamma``), so the partner truly replaces it. On by
-        default: in the RI study (``benchmarks/results/ri_study.md``), removing 30 % of
-        one layer of the demo by ``norm-in-community`` cost 13.9 accuracy points on
-        average without it (worse than smallest-L1, 6.4) and 4.1 with it (better than
-        smallest-L1 in 9 of 12 layers).
+        Without ``refit``: fold each removed channel into its most similar remaining
+        community partner (the partner's consumer weights gain the removed channel's,
+        times the ratio of their BN ``gamma``). In the RI study
+        (``benchmarks/results/ri_study.md``, no BN recalibration), removing 30 % of one
+        layer of the demo by ``norm-in-community`` cost 13.9 points on average without
+        it and 4.1 with it; with BN statistics re-estimated (the quality study's
+        ``recal``, the SRP allocation on weight features, -50 % MACs) it hurts
+        instead: 23.3 % with it, 39.0 % without.
     refit : bool or None
         Before slicing, refit the weights of every layer that read pruned channels by
         least squares on calibration images (:func:`mrp_gpu.refit.refit`), so the
@@ -90,17 +95,17 @@ class MRPConfig:
     round_to : int
         Keep channel counts multiples of this (8 suits tensor cores); 1 = off.
     cost_aware : bool
-        Rank groups by ``R_g`` times the MACs one of its channels costs (normalised).
-        On by default: in the quality study (``benchmarks/results/quality_cpu.md``, the
-        demo at -50 % MACs, 1 fine-tuning epoch, 3 seeds) it gave 90.90 ± 0.24 % against
-        87.67 ± 1.04 % with ``R_g`` alone, which strips the most redundant last stage
-        down to 8-16 % of its width.
+        ``allocation="srp"``: rank groups by ``R_g`` times the MACs one of its channels
+        costs (normalised), not ``R_g`` alone: in the 1-epoch fine-tuning study (the
+        demo at -50 % MACs, 3 seeds) 90.90 ± 0.24 % against 87.67 ± 1.04 %.
     allocation : {"srp", "log-r", "uniform"}
-        How the cut is spread over groups. ``srp``: the paper's loop, always the group
-        with the highest score. ``log-r``: each group loses a fraction of its width in
-        proportion to ``log R_g`` of the unpruned model (``R_g = 1``: left whole), scaled
-        to meet the target. ``uniform``: the same fraction everywhere. With the last
-        two, channels still go in each group's own MRP removal order.
+        How the cut is spread over groups. ``uniform`` (default): the same fraction
+        everywhere. ``srp``: the paper's loop, always the group with the highest
+        score. ``log-r``: each group loses a fraction of its width in proportion to
+        ``log R_g`` of the unpruned model (``R_g = 1``: left whole), scaled to meet the
+        target. With ``uniform`` and ``log-r`` channels still go in each group's own MRP
+        removal order. ``uniform`` is the default because SRP's allocation lost to it
+        in every comparison of the quality study (``docs/method.md``, section 8).
     floor_communities : bool
         No group goes below the number of communities it had before pruning (one
         survivor per community, the literal reading of "redundant").

@@ -23,15 +23,17 @@ def test_prune_l1_resnet56_and_reload(tmp_path, capsys):
     assert "MACs" in capsys.readouterr().out
 
 
-def test_apply_reproduces_a_saved_plan(tmp_path, resnet20):
+def test_apply_reproduces_a_saved_plan(tmp_path, resnet20, capsys):
     a, b, w = tmp_path / "a", tmp_path / "b", tmp_path / "w.pt"
     torch.save(resnet20.state_dict(), w)
     assert main(["prune", "resnet20", "--weights", str(w), "--method", "fpgm", "--target-flops", "0.3",
                  "--out", str(a)]) == 0
-    assert main(["apply", str(a / "plan.json"), "--model", "resnet20", "--weights", str(w), "--out", str(b)]) == 0
+    assert main(["apply", str(a / "plan.json"), "--weights", str(w), "--out", str(b)]) == 0  # model from the plan
     x = example_input((3, 32, 32))
     with torch.no_grad():
         torch.testing.assert_close(load_pruned(a)(x), load_pruned(b)(x))
+    assert main(["apply", str(a / "plan.json"), "--model", "resnet56", "--out", str(tmp_path / "c")]) == 2
+    assert "made for resnet20 (3x32x32), not resnet56" in capsys.readouterr().err
 
 
 def _fails(argv, capsys, message):
@@ -156,3 +158,26 @@ def test_random_models_are_seeded(tmp_path):
                      "--no-report"]) == 0
         plans.append(json.loads((tmp_path / str(k) / "plan.json").read_text())["kept"])
     assert plans[0] == plans[1]
+
+
+def test_refit_needs_data_and_paper_restores_the_published_reading(tmp_path, capsys):
+    _fails(["prune", "demo", "--target-flops", "0.3", "--refit", "--out", str(tmp_path / "a")], capsys,
+           "--refit needs --data")
+    assert main(["prune", "demo", "--target-flops", "0.3", "--paper", "--out", str(tmp_path / "p"), "--quiet",
+                 "--no-report"]) == 0
+    cfg = json.loads((tmp_path / "p" / "plan.json").read_text())["config"]
+    assert (cfg["allocation"], cfg["cost_aware"], cfg["features"], cfg["refit"]) == ("srp", False, "weight", False)
+
+
+def test_with_data_mrp_is_data_driven(tmp_path):
+    from mrp_gpu.data import fashion_mnist_available
+
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    out = tmp_path / "d"
+    assert main(["prune", "demo", "--target-flops", "0.5", "--data", "fashion-mnist", "--out", str(out), "--quiet",
+                 "--no-report"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["features"] == "activation" and summary["config"]["refit"] is True
+    assert summary["max_abs_diff_masked_vs_sliced"] < 1e-3
+    assert summary["accuracy_after_no_retraining"] > 0.85  # refit + BN statistics: most accuracy survives
