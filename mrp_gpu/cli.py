@@ -245,7 +245,7 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
     with atomic_output_dir(args.out, force=args.force) as tmp:
         plan.save(tmp / "plan.json")
         save_pruned(tmp, sliced, plan, kwargs)
-        if plan.method == "mrp" and hasattr(args, "report") and args.report:
+        if getattr(args, "report", False):
             from .report import write_report
 
             summary["report"] = write_report(tmp, plan, summary)

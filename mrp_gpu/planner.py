@@ -479,7 +479,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
     counts = allocate(groups, target, weights, min_channels=config.min_channels, floor=floor,
                       round_to=config.round_to)
     budget = Budget(groups, None)
-    trajectory, merges = [], []
+    trajectory, merges, R1 = [], [], R0.copy()
     for g, n in enumerate(counts):
         for t in _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace,
                               limit=int(groups.sizes[g] - n)):
@@ -490,7 +490,9 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
                                "community_size": t["community_size"], "R_before": round(t["R_before"], 6),
                                "R_after": round(t["R_after"], 6), "fallback": t["community_size"] == 1,
                                "macs": int(budget.macs), "params": int(budget.params)})
-    cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist()))}
+            R1[g] = t["R_after"]
+    cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist())),
+                              "redundancy_after": dict(zip(groups.ids, np.round(R1, 6).tolist()))}
     return budget.to_plan(model_name, "mrp", cfg, trajectory, merges=merges)
 
 

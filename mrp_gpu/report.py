@@ -100,13 +100,14 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
     ids = list(plan.sizes)
     before = plan.config.get("redundancy_before", {})
     after = plan.config.get("redundancy_after", {})
+    has_r = bool(plan.trajectory) and "R_before" in plan.trajectory[0]  # MRP's steps record R; baselines' do not
     if before:
         plot_redundancy(directory / "redundancy.png", ids, [before.get(g, 1.0) for g in ids],
                         [after.get(g, 1.0) for g in ids])
     plot_channels(directory / "channels.png", plan)
-    if plan.trajectory:
+    if has_r:
         plot_trajectory(directory / "trajectory.png", plan)
-    lines = [f"# MRP pruning report: {plan.model}", "",
+    lines = [f"# Pruning report: {plan.model} (method {plan.method})", "",
              "| | before | after | change |", "|---|---|---|---|",
              f"| MACs | {plan.macs_before:,} | {plan.macs_after:,} | -{plan.macs_reduction:.2%} |",
              f"| parameters | {plan.params_before:,} | {plan.params_after:,} | -{plan.params_reduction:.2%} |"]
@@ -124,13 +125,14 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
     if before:
         lines += ["![redundancy per layer](redundancy.png)", ""]
     lines += ["![channels kept](channels.png)", ""]
-    if plan.trajectory:
+    if has_r:
         lines += ["![trajectory](trajectory.png)", ""]
-    lines += ["## Layers", "", "| group | channels | kept | R before | R after |", "|---|---|---|---|---|"]
+    r_cols = " R before | R after |" if before else ""
+    lines += ["## Layers", "", f"| group | channels | kept |{r_cols}", "|---|---|---|" + "---|---|" * bool(before)]
     for g in ids:
         k = plan.kept_count(g)
-        lines.append(f"| `{g}` | {plan.sizes[g]} | {k} ({k / plan.sizes[g]:.0%}) | "
-                     f"{before.get(g, float('nan')):.2f} | {after.get(g, float('nan')):.2f} |")
+        r = f" {before.get(g, float('nan')):.2f} | {after.get(g, float('nan')):.2f} |" if before else ""
+        lines.append(f"| `{g}` | {plan.sizes[g]} | {k} ({k / plan.sizes[g]:.0%}) |{r}")
     cfg = {k: v for k, v in plan.config.items() if not k.startswith("redundancy_")}
     lines += ["", "## Configuration", "", "```", *(f"{k}: {v}" for k, v in cfg.items()), "```", ""]
     atomic_write_text(directory / "report.md", "\n".join(lines))

@@ -96,6 +96,14 @@ def test_prune_torchvision_resnet50_and_reload(tmp_path):
         assert torch.equal(v, saved[k])
 
 
+def test_every_method_writes_a_report(tmp_path):
+    out = tmp_path / "l1"
+    assert main(["prune", "demo", "--method", "l1", "--target-flops", "0.3", "--out", str(out), "--quiet"]) == 0
+    report = (out / "report.md").read_text()
+    assert "(method l1)" in report and "| MACs |" in report and "R before" not in report
+    assert (out / "channels.png").stat().st_size > 500
+
+
 def test_prune_mrp_demo_writes_a_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(out), "--quiet"]) == 0
