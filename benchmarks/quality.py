@@ -124,10 +124,10 @@ def parse_method(method: str, seed: int) -> tuple[str, MRPConfig]:
 def label(base: str, config: dict) -> str:
     """A run's name: its base, plus how its config differs from today's defaults (MRP's
     resolved with data, as this benchmark always has it; a baseline's: no refit)."""
+    if base == "uniform+mrp":  # an alias, named by what it is: MRP with a uniform allocation
+        base = "mrp"
     if base in MRP_BASES:
         defaults = MRPConfig(seed=config.get("seed", 0)).resolved(has_data=True).to_dict()
-        if base == "uniform+mrp":
-            defaults["allocation"] = "uniform"
         if base == "mrp-paper":
             defaults.update(PAPER)
         if base == "mrp-alloc+l1":
@@ -294,8 +294,10 @@ def is_default(r: dict) -> bool:
 
 def summarize(result: dict) -> list[dict]:
     rows: dict = {}
-    for r in result["runs"]:
-        rows.setdefault((r["model"], r["tag"], r["target"], run_label(r)), []).append(r)
+    for r in result["runs"]:  # one run per seed: a config reached under two names counts once
+        seeds = rows.setdefault((r["model"], r["tag"], r["target"], run_label(r)), {})
+        seeds.setdefault(r["seed"], r)
+    rows = {k: list(v.values()) for k, v in rows.items()}
     out = []
     for (model, tag, target, name), runs in rows.items():
         acc = np.array([r["acc"] for r in runs]) * 100
@@ -312,10 +314,7 @@ def summarize(result: dict) -> list[dict]:
 
 def missing(result: dict) -> list[str]:
     """Cells of every requested grid that have fewer runs than the seeds asked for."""
-    have: dict = {}
-    for r in result["runs"]:
-        key = (r["model"], r["tag"], r["target"], run_label(r))
-        have[key] = have.get(key, 0) + 1
+    have = {(s["model"], s["protocol"], s["target"], s["method"]): s["n"] for s in summarize(result)}
     out = {}
     for grid in result.get("grids", []):
         for model in grid["models"]:
