@@ -359,7 +359,8 @@ def markdown(result: dict) -> str:
              "budget). MRP rows are labelled by how their config differs from today's defaults; **bold** is the "
              "default. A cell names its MACs reduction when it is more than a point past the target. "
              "The runs were added by:", "",
-             *[f"    {c}" for c in result["commands"]], ""]
+             *[f"    {c}" for c in result["commands"]], "", *[f"Note: {n}" for n in result.get("notes", [])],
+             *([""] if result.get("notes") else [])]
     for model in sorted({s["model"] for s in summary}):
         for tag in sorted({s["protocol"] for s in summary if s["model"] == model}):
             rows = [s for s in summary if s["model"] == model and s["protocol"] == tag]

@@ -175,7 +175,9 @@ def allocate(groups: ChannelGroups, target: Target, weights: np.ndarray | None =
 
     ``weights=None`` is the uniform allocation (the same fraction everywhere); a
     group with weight 0 is left whole. ``floor``: counts no group goes below. With
-    ``round_to`` every count is a multiple of it (rounded up), or the full width.
+    ``round_to`` every count is a multiple of it (rounded up), or the full width. The
+    overshoot of whole channels is then given back, one channel at a time to the
+    group cut hardest (relative to its weight), while the target still holds.
     """
     budget = Budget(groups, target, min_channels=min_channels, round_to=round_to)
     if floor is not None:
@@ -204,7 +206,22 @@ def allocate(groups: ChannelGroups, target: Target, weights: np.ndarray | None =
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if met(mid) else (mid, hi)
-    return counts_at(hi)
+    counts = counts_at(hi)
+    # Whole channels overshoot the target (16-channel groups move in steps of 6 %): give
+    # channels back, most-cut group first, while the target still holds.
+    unit = np.where(budget.sizes > round_to, round_to, 1)
+    cut = w > 0
+    while True:
+        for g in np.argsort(-(1 - counts / budget.sizes) / np.maximum(w, 1e-12), kind="stable"):
+            if not cut[g] or counts[g] + unit[g] > budget.sizes[g]:
+                continue
+            trial = counts.copy()
+            trial[g] += unit[g]
+            if target.met(1 - groups.cost.macs(trial) / budget.macs0, 1 - groups.cost.params(trial) / budget.params0):
+                counts = trial
+                break
+        else:
+            return counts
 
 
 def plan_from_orders(groups: ChannelGroups, counts, orders: list, *, model: str, method: str,

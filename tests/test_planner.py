@@ -37,8 +37,9 @@ def test_unreachable_target_names_the_reachable_maximum(resnet20, resnet20_group
 def test_uniform_removes_the_same_fraction_everywhere(resnet20, resnet20_groups):
     p = plan_uniform(resnet20_groups, group_scores(resnet20, resnet20_groups, "l1"), Target(flops=0.5),
                      model="r")
-    ratios = {round(p.kept_count(g) / p.sizes[g], 1) for g in p.sizes}
-    assert len(ratios) == 1 and p.macs_reduction >= 0.5
+    kept = np.array([p.kept_count(g) / p.sizes[g] for g in p.sizes])
+    assert kept.max() - kept.min() <= 1 / 16 + 1e-9  # the same fraction, give or take the channel given back
+    assert 0.5 <= p.macs_reduction <= 0.505  # the overshoot of whole channels is given back
 
 
 def test_min_channels_and_round_to(resnet20_groups):
