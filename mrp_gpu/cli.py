@@ -232,7 +232,7 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
                "params_before": plan.params_before, "params_after": plan.params_after,
                "macs_reduction": round(plan.macs_reduction, 6), "params_reduction": round(plan.params_reduction, 6),
                "seconds": round(time.perf_counter() - t0, 3), "max_abs_diff_masked_vs_sliced": diff,
-               "config": plan.config}
+               "weights": _weights_note(args), "config": plan.config}
     if getattr(args, "measure_latency", False):
         device = next(model.parameters()).device
         rows, speedups = _latency_rows(model, sliced, plan.input_size, device, (1, 64), 10)
@@ -254,6 +254,18 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
     return 0
 
 
+def _weights_note(args) -> str:
+    """Where the weights came from; random ones are said to be meaningless for redundancy."""
+    from .models import SHIPPED
+
+    if args.weights:
+        return str(args.weights)
+    if args.model in SHIPPED:
+        return f"shipped ({args.model}, trained)"
+    return (f"random init, seed {getattr(args, 'seed', 0)}: redundancy of random weights means nothing "
+            "(pass --weights)")
+
+
 def _fmt(n: float) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
@@ -267,6 +279,8 @@ def _print_summary(s: dict, out) -> None:
             ("params", f"{_fmt(s['params_before'])} -> {_fmt(s['params_after'])}  (-{s['params_reduction']:.1%})"),
             ("masked vs sliced", f"max |diff| {s['max_abs_diff_masked_vs_sliced']:.2e}"),
             ("time", f"{s['seconds']:.2f} s")]
+    if s.get("weights", "").startswith("random"):
+        rows.insert(1, ("weights", s["weights"]))
     if "accuracy_before" in s:
         rows.append((f"accuracy ({s['data']})", f"{s['accuracy_before']:.2%} -> "
                      f"{s['accuracy_after_no_retraining']:.2%}  (no retraining)"))

@@ -163,11 +163,14 @@ class PruningPlan:
     def from_dict(cls, d: Any, source: str = "plan") -> PruningPlan:
         if not isinstance(d, dict):
             raise PlanError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        required = ("version", "model", "input_size", "sizes", "kept", "method")
+        missing = [k for k in required if k not in d]
+        if len(missing) > 1 or missing == ["version"]:
+            raise PlanError(f"{source} is not a plan written by mrp-gpu: it has no {', '.join(missing)} "
+                            "(a plan.json from `mrp-gpu prune` holds them all)"[:300])
         version = d.get("version")
         if version != PLAN_VERSION:
             raise PlanError(f"{source}: version: expected {PLAN_VERSION}, got {version!r}"[:300])
-        required = ("model", "input_size", "sizes", "kept", "method")
-        missing = [k for k in required if k not in d]
         if missing:
             raise PlanError(f"{source}: missing field(s) {', '.join(missing)}")
         known = set(cls.__dataclass_fields__)

@@ -120,7 +120,9 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
             f"batch {k.split('@')[1]}: {v:.2f}x" for k, v in summary["latency_speedup"].items()) + " |")
     lines += ["", f"Masked and sliced outputs agree to {summary.get('max_abs_diff_masked_vs_sliced', 0):.2e} "
               f"(max abs). Planning took {summary.get('seconds', 0):.2f} s over {len(plan.trajectory)} steps.", ""]
-    lines += [f"- {n}" for n in plan.notes] + ([""] if plan.notes else [])
+    notes = list(plan.notes) + ([f"Weights: {summary['weights']}."] if summary.get("weights", "").startswith("random")
+                                else [])
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     lines += ["## Plots", ""]
     if before:
         lines += ["![redundancy per layer](redundancy.png)", ""]

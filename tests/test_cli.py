@@ -166,6 +166,8 @@ def test_random_models_are_seeded(tmp_path):
                      "--no-report"]) == 0
         plans.append(json.loads((tmp_path / str(k) / "plan.json").read_text())["kept"])
     assert plans[0] == plans[1]
+    summary = json.loads((tmp_path / "0" / "summary.json").read_text())
+    assert summary["weights"].startswith("random init, seed 0: redundancy of random weights means nothing")
 
 
 def test_refit_needs_data_and_paper_restores_the_published_reading(tmp_path, capsys):

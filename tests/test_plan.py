@@ -39,8 +39,11 @@ def test_validation_names_the_field(kw, message):
 @pytest.mark.parametrize("text,message", [
     ("{not json", "not valid JSON"),
     ("[]", "expected a JSON object"),
-    ('{"version": 99}', "version: expected 1"),
-    ('{"version": 1, "model": "m"}', "missing field"),
+    ('{"version": 99}', "not a plan written by mrp-gpu: it has no model, input_size, sizes, kept, method"),
+    ('{"groups": {}}', "not a plan written by mrp-gpu"),
+    ('{"version": 99, "model": "m", "input_size": [1, 2, 2], "sizes": {}, "kept": {}, "method": "l1"}',
+     "version: expected 1"),
+    ('{"version": 1, "model": "m", "input_size": [1, 2, 2], "sizes": {}, "kept": {}}', "missing field"),
 ])
 def test_malformed_files(tmp_path, text, message):
     path = tmp_path / "plan.json"
