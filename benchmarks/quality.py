@@ -385,32 +385,54 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Accuracy against MACs removed: a panel per model and protocol (screens left out), a
+    line per method (the plain ones and their ``[refit=1]`` twins), error bars over seeds,
+    the unpruned model as a dashed line, the default in black."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = [s for s in summarize(result) if "[" not in s["method"] or s["default"]]
-    panels = sorted({(s["model"], s["protocol"]) for s in summary})
-    if not panels:
+    def shown(s):
+        return s["method"] == "none" or s["default"] or "[" not in s["method"] or s["method"].endswith("[refit=1]")
+
+    summary = [s for s in summarize(result) if shown(s) and ", test " not in s["protocol"]]
+    models = sorted({s["model"] for s in summary})
+    tags = sorted({s["protocol"] for s in summary})
+    if not summary:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (model, tag) in zip(axes[0], panels):
-        rows = [s for s in summary if s["model"] == model and s["protocol"] == tag]
-        for m in sorted({s["method"] for s in rows}):
-            pts = sorted((s for s in rows if s["method"] == m), key=lambda s: s["macs_reduction"])
-            style = {"lw": 2.5, "color": "k"} if any(s["default"] for s in pts) else {"lw": 1}
-            ax.errorbar([100 * s["macs_reduction"] for s in pts], [s["acc_mean"] for s in pts],
-                        yerr=[s["acc_std"] for s in pts], marker="o", ms=3, capsize=2, label=m, **style)
-        ax.set_title(f"{model}: {tag}", fontsize=9)
-        ax.set_xlabel("MACs removed (%)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    methods = sorted({s["method"] for s in summary if s["method"] != "none"})
+    colours = {m: plt.cm.tab20(k % 20) for k, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(models), len(tags), figsize=(4.3 * len(tags), 3.6 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        for j, tag in enumerate(tags):
+            ax = axes[i][j]
+            rows = [s for s in summary if s["model"] == model and s["protocol"] == tag]
+            if not rows:
+                ax.axis("off")
+                continue
+            for s in rows:
+                if s["method"] == "none":
+                    ax.axhline(s["acc_mean"], ls="--", color="grey", lw=1, label="unpruned")
+            for m in methods:
+                pts = sorted((s for s in rows if s["method"] == m), key=lambda s: s["macs_reduction"])
+                if not pts:
+                    continue
+                default = any(s["default"] for s in pts)
+                ax.errorbar([100 * s["macs_reduction"] for s in pts], [s["acc_mean"] for s in pts],
+                            yerr=[s["acc_std"] for s in pts], marker="o", ms=3, capsize=2,
+                            label=m + (" (default)" if default else ""), color="k" if default else colours[m],
+                            lw=2.2 if default else 1, ls="-" if "[" not in m or default else ":")
+            ax.set_title(f"{model}: {tag}", fontsize=9)
+            ax.set_xlabel("MACs removed (%)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png.tmp"), dpi=110, format="png")
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    path.with_suffix(".png.tmp").replace(path)
+    tmp.replace(path)
 
 
 def update(path: Path, change) -> dict:
