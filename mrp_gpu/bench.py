@@ -70,13 +70,16 @@ def bench_plan(model: nn.Module, input_size, config: MRPConfig, *, target_flops:
 
 @torch.no_grad()
 def bench_latency(models: dict[str, nn.Module], input_size, *, batches=(1, 64), device="cpu",
-                  repeat: int = 20, warmup: int = 3) -> list[dict]:
+                  repeat: int = 20, warmup: int = 3, progress: bool = False) -> list[dict]:
     """Inference latency (median ms) and throughput (images/s) of each model, per batch size.
 
     Each model is timed in the default memory format and in ``channels_last``; the
     faster of the two is what a deployment would pick, and both are reported.
     """
+    from tqdm.auto import tqdm
+
     rows = []
+    bar = tqdm(total=len(models) * len(batches) * 2, desc="latency", disable=not progress, leave=False)
     for name, model in models.items():
         model = model.eval().to(device)
         for batch in batches:
@@ -96,7 +99,9 @@ def bench_latency(models: dict[str, nn.Module], input_size, *, batches=(1, 64), 
                 ms = 1e3 * _median(times)
                 rows.append({"model": name, "batch": batch, "format": fmt, "ms": ms,
                              "images_per_s": 1e3 * batch / ms, "device": str(device)})
+                bar.update()
         model.to(memory_format=torch.contiguous_format)
+    bar.close()
     return rows
 
 

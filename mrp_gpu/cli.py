@@ -206,13 +206,13 @@ def _eval_dataset(args):
     return None
 
 
-def _accuracy(model, data, root, size) -> float:
+def _accuracy(model, data, root, size, progress: bool = True) -> float:
     from .data import get_dataset, make_loader
     from .finetune import evaluate
 
     ds = get_dataset(data, train=False, input_size=size, root=root, augment=False)
     loader = make_loader(ds, batch_size=256, train=False, workers=0)
-    return evaluate(model, loader, next(model.parameters()).device)["acc"]
+    return evaluate(model, loader, next(model.parameters()).device, progress=progress)["acc"]
 
 
 def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
@@ -240,8 +240,9 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
     data = _eval_dataset(args)
     if data:
         summary["data"] = data
-        summary["accuracy_before"] = _accuracy(model, data, args.data_root, plan.input_size)
-        summary["accuracy_after_no_retraining"] = _accuracy(sliced, data, args.data_root, plan.input_size)
+        show = not getattr(args, "quiet", False)
+        summary["accuracy_before"] = _accuracy(model, data, args.data_root, plan.input_size, show)
+        summary["accuracy_after_no_retraining"] = _accuracy(sliced, data, args.data_root, plan.input_size, show)
     with atomic_output_dir(args.out, force=args.force) as tmp:
         plan.save(tmp / "plan.json")
         save_pruned(tmp, sliced, plan, kwargs)
@@ -381,7 +382,8 @@ def _cmd_models(args) -> int:
 def _latency_rows(base, sliced, size, device, batches, repeat):
     from .bench import bench_latency, latency_speedups
 
-    rows = bench_latency({"unpruned": base, "pruned": sliced}, size, batches=batches, device=device, repeat=repeat)
+    rows = bench_latency({"unpruned": base, "pruned": sliced}, size, batches=batches, device=device, repeat=repeat,
+                         progress=True)
     return rows, latency_speedups(rows, "unpruned")
 
 

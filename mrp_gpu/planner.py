@@ -443,7 +443,7 @@ def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None
     state.refresh([g])
     steps = []
     while state.alive[g].sum() > 1 and (limit is None or len(steps) < limit):
-        r_before = float(state.R[g])
+        r_before, r_max = float(state.R[g]), float(state.R.max())
         (channel, size, merge), = state.pick(g, 1, rule, partners=True)
         state.remove(g, [channel])
         state.refresh([g], flush=False)
@@ -506,6 +506,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
             trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": t["channel"],
                                "community_size": t["community_size"], "R_before": round(t["R_before"], 6),
                                "R_after": round(t["R_after"], 6), "fallback": t["community_size"] == 1,
+                               "R_max": round(float(max(R1.max(), t["R_before"])), 6),
                                "macs": int(budget.macs), "params": int(budget.params)})
             R1[g] = t["R_after"]
     cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist())),
@@ -599,6 +600,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
                                "community_size": size, "R_before": round(r_before, 6),
                                "R_after": round(float(state.R[g]), 6), "score": round(float(score[g]), 6),
                                "best_score": round(float(cand_score.max()), 6), "fallback": bool(fallback),
+                               "R_max": round(r_max, 6),
                                "macs": int(budget.macs), "params": int(budget.params)})
         if goal is not None:
             done = macs_red if target.flops is not None else params_red

@@ -5,8 +5,8 @@ Plots (PNG, matplotlib's Agg backend, no display needed):
 * ``redundancy.png``: redundancy ``R`` per layer before and after pruning;
 * ``channels.png``: channels kept per layer against the original widths;
 * ``trajectory.png``: ``R`` of the group pruned at each step (with ``cost_aware`` or
-  a ``uniform`` allocation not necessarily the most redundant one) and the MACs
-  reduction, over the steps.
+  a ``uniform`` allocation not necessarily the most redundant one), ``R`` of the most
+  redundant group, and the MACs reduction, over the steps.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def plot_redundancy(path, groups: list[str], before: list[float], after: list[fl
         ax.legend()
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
     ax.set_xticks(list(x), _short(groups), rotation=90, fontsize=7)
+    ax.set_xlabel("channel group (its first producing layer)")
     ax.set_ylabel("R = channels / communities")
     ax.set_title(title)
     _save(fig, Path(path))
@@ -79,13 +80,17 @@ def plot_channels(path, plan: PruningPlan) -> None:
 
 
 def plot_trajectory(path, plan: PruningPlan) -> None:
-    """``R`` of the group pruned at each step, and the MACs reduction."""
+    """``R`` of the group pruned at each step and of the most redundant group, and the MACs reduction."""
     plt = _pyplot()
     steps = [t["step"] for t in plan.trajectory]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [t["R_before"] for t in plan.trajectory], lw=1, color="#4C72B0")
+    ax.plot(steps, [t["R_before"] for t in plan.trajectory], lw=1, color="#4C72B0", label="layer pruned at this step")
+    if "R_max" in plan.trajectory[0]:
+        ax.plot(steps, [t["R_max"] for t in plan.trajectory], lw=1, ls="--", color="#55A868",
+                label="most redundant layer")
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel("step (channels removed)")
-    ax.set_ylabel("R of the layer pruned at this step", color="#4C72B0")
+    ax.set_ylabel("redundancy R", color="#4C72B0")
     ax2 = ax.twinx()
     ax2.plot(steps, [1 - t["macs"] / plan.macs_before for t in plan.trajectory], color="#C44E52", lw=1)
     ax2.set_ylabel("MACs removed", color="#C44E52")
