@@ -443,7 +443,7 @@ def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None
     state.refresh([g])
     steps = []
     while state.alive[g].sum() > 1 and (limit is None or len(steps) < limit):
-        r_before, r_max = float(state.R[g]), float(state.R.max())
+        r_before = float(state.R[g])
         (channel, size, merge), = state.pick(g, 1, rule, partners=True)
         state.remove(g, [channel])
         state.refresh([g], flush=False)
@@ -580,7 +580,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
             score = savings * budget.counts
             cand_score = score[candidates]
             g = int(candidates[np.argmax(cand_score)])
-        r_before = float(state.R[g])
+        r_before, r_max = float(state.R[g]), float(state.R.max())
         chosen = state.pick(g, int(quanta[g]), config.replace, by_norm=fallback, partners=config.compensate)
         removed = [c for c, _, _ in chosen]
         merges += [m for _, _, m in chosen if m is not None]
