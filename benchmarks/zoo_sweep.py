@@ -27,7 +27,7 @@ from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.errors import MRPError
 from mrp_gpu.io import atomic_write_text
-from mrp_gpu.models import create_model, list_models
+from mrp_gpu.models import ZOO_DIR, create_model, list_models
 
 FULL_SIZE = ("vit_", "swin", "maxvit")  # position embeddings / windows fix the input size
 
@@ -66,6 +66,9 @@ def sweep_one(name: str, target: float) -> dict:
     return {"model": name, "status": status, "reason": reason, "seconds": round(time.time() - t0, 1), **record}
 
 
+SUPPORT_FILE = ZOO_DIR / "support.json"  # shipped with the package
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", type=float, default=0.3)
@@ -95,8 +98,16 @@ def main(argv=None) -> int:
         result = old
     atomic_write_text(out / "zoo.json", json.dumps(result, indent=1))
     atomic_write_text(out / "zoo.md", markdown(result))
+    atomic_write_text(SUPPORT_FILE, json.dumps(support(result), indent=1) + "\n")
     print(markdown(result))
     return 0
+
+
+def support(result) -> dict:
+    """What ``mrp-gpu models`` shows: each model's status in this sweep, and why a refusal."""
+    return {"date": result["date"], "target": result["target"],
+            "models": {r["model"]: {"status": r["status"], "reason": r["reason"].split(" | ")[0][:160]}
+                       for r in result["models"]}}
 
 
 def markdown(result) -> str:

@@ -368,10 +368,17 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .models import SHIPPED, default_input_size, list_models, model_card
+    from .models import SHIPPED, default_input_size, list_models, model_card, support
 
+    swept = support()
+    if swept["models"]:
+        print(f"# status: the zoo sweep of {swept['date']} (MRP to -{swept['target']:.0%} MACs, "
+              "benchmarks/zoo_sweep.py); no status: not swept")
     for name in list_models(args.pattern):
         note = ""
+        status = swept["models"].get(name)
+        if status is not None:
+            note = f"  {status['status']}" + (f": {status['reason'][:90]}" if status["status"] != "pruned" else "")
         if name in SHIPPED:
             card = model_card(name)
             note = f"  trained on Fashion-MNIST, {card['epochs']} epochs, test accuracy {card['test_accuracy']:.1%}"

@@ -34,7 +34,9 @@ __all__ = [
     "load_state_dict_file",
     "load_weights",
     "model_card",
+    "support",
     "SHIPPED",
+    "ZOO_DIR",
 ]
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -274,6 +276,13 @@ def model_card(name: str) -> dict:
     if not card.is_file():
         raise ModelError(f"the model card {card} is missing from the installation")
     return json.loads(card.read_text())
+
+
+def support() -> dict:
+    """Each zoo model's status in the last committed zoo sweep (``benchmarks/zoo_sweep.py``):
+    ``{"date", "target", "models": {name: {"status", "reason"}}}``; empty when not shipped."""
+    path = ZOO_DIR / "support.json"
+    return json.loads(path.read_text()) if path.is_file() else {"models": {}}
 
 
 def create_model(

@@ -191,3 +191,11 @@ def test_with_data_mrp_is_data_driven(tmp_path):
     assert summary["config"]["features"] == "activation" and summary["config"]["refit"] is True
     assert summary["max_abs_diff_masked_vs_sliced"] < 1e-3
     assert summary["accuracy_after_no_retraining"] > 0.85  # refit + BN statistics: most accuracy survives
+
+
+def test_models_marks_what_the_zoo_sweep_refused(capsys):
+    assert main(["models", "regnet_x_400mf"]) == 0
+    out = capsys.readouterr().out
+    assert "refused: cannot prune the grouped convolution" in out and "zoo sweep of" in out
+    assert main(["models", "resnet50"]) == 0
+    assert "  pruned" in capsys.readouterr().out
