@@ -321,7 +321,7 @@ def missing(result: dict) -> list[str]:
             for tag in grid["tags"]:
                 for target in grid["targets"]:
                     for method in grid["methods"]:
-                        if method == "none" and not tag.startswith("scratch") and target != grid["targets"][0]:
+                        if method == "none" and target != grid["targets"][0]:
                             continue
                         try:  # a grid written by newer code may name options this code lacks
                             name = method if method == "none" else label(*_base_config(method))
@@ -511,7 +511,7 @@ def main(argv=None) -> int:
             for name in budget["models"]:
                 for target in budget["targets"]:
                     for method in ["none", *methods]:
-                        if method == "none" and protocol != "scratch" and target != budget["targets"][0]:
+                        if method == "none" and target != budget["targets"][0]:
                             continue  # the unpruned model does not depend on the target
                         name_ = method if method == "none" else label(*_base_config(method))
                         if (name, tag, target, name_, seed) in done:
