@@ -344,7 +344,7 @@ def fmt(row: dict | None) -> str:
         return "-"
     spread = f" ± {row['acc_std']:.2f}" if row["n"] > 1 else ""
     off = row["macs_reduction"] - row["target"]  # coarse granularity can overshoot the target: say so
-    macs = f", -{row['macs_reduction']:.1%}" if abs(off) > 0.01 else ""
+    macs = f", -{row['macs_reduction']:.1%}" if abs(off) > 0.01 and row["method"] != "none" else ""
     return f"{row['acc_mean']:.2f}{spread} (n={row['n']}{macs})"
 
 
