@@ -215,10 +215,11 @@ def _accuracy(model, data, root, size, progress: bool = True) -> float:
     return evaluate(model, loader, next(model.parameters()).device, progress=progress)["acc"]
 
 
-def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
+def _finish(args, model, sliced, plan, groups, kwargs, t0, source) -> int:
     """Write plan, weights, arch and summary atomically into --out; print the table.
 
-    ``source`` is what was sliced (``model`` refit, with ``--refit``), ``model`` the unpruned one.
+    ``source`` is what was sliced (``model`` itself, or ``model`` refit with ``--refit``);
+    ``model`` is the unpruned one.
     """
     import time
 
@@ -226,7 +227,7 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source=None) -> int:
     from .executor import save_pruned
     from .io import atomic_output_dir, atomic_write_text
 
-    diff = masked_vs_sliced(model if source is None else source, plan, sliced, groups)
+    diff = masked_vs_sliced(source, plan, sliced, groups)
     summary = {"model": args.model, "method": plan.method,
                "macs_before": plan.macs_before, "macs_after": plan.macs_after,
                "params_before": plan.params_before, "params_after": plan.params_after,

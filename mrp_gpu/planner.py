@@ -380,8 +380,12 @@ class _Redundancy:
             self.labels[g][self.alive[g]] = live
             self.R[g] = len(live) / np.count_nonzero(np.bincount(live)) if len(live) else 1.0
 
-    def remove(self, g: int, channels: list[int]) -> list[int]:
-        """Drop ``channels`` of group ``g``; return the groups whose filters changed."""
+    def remove(self, g: int, channels: list[int], propagate: bool = True) -> list[int]:
+        """Drop ``channels`` of group ``g``; return the groups whose filters changed.
+
+        With ``propagate=False`` the groups that read ``g`` keep their filters as they
+        were (each group is then pruned as if alone, as the allocated plans do).
+        """
         channels = np.asarray(channels)
         self.alive[g][channels] = False
         if self.sim[g] is not None:
@@ -395,7 +399,7 @@ class _Redundancy:
             self.edges[g] = (ei[:, keep], w[keep])
         else:  # a kNN graph: the neighbours of the removed channel pick new ones
             self.edges[g] = None
-        if self.config.features != "weight":
+        if self.config.features != "weight" or not propagate:
             return []
         touched = []
         for s in self.groups[g].consumers:
@@ -445,7 +449,7 @@ def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None
     while state.alive[g].sum() > 1 and (limit is None or len(steps) < limit):
         r_before = float(state.R[g])
         (channel, size, merge), = state.pick(g, 1, rule, partners=True)
-        state.remove(g, [channel])
+        state.remove(g, [channel], propagate=False)
         state.refresh([g], flush=False)
         steps.append({"channel": channel, "merge": merge, "community_size": size, "R_before": r_before,
                       "R_after": float(state.R[g])})
@@ -484,7 +488,8 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
     The counts come from :func:`allocate` (the same fraction everywhere, or fractions in
     proportion to ``log R_g`` of the unpruned model); inside each group the channels go
     in its own SRP removal order (:func:`removal_order`), with its merges when
-    ``compensate`` is on. Groups are ordered independently of each other.
+    ``compensate`` is on. Each group is ordered as if alone: its removals do not change
+    the filters of the groups that read it.
     """
     if target is None:
         raise TargetError(f"allocation={config.allocation!r} needs a target; only 'srp' runs to exhaustion")
@@ -497,16 +502,15 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
                       round_to=config.round_to)
     budget = Budget(groups, None)
     trajectory, merges, R1 = [], [], R0.copy()
-    for g, n in enumerate(counts):
-        for t in _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace,
-                              limit=int(groups.sizes[g] - n)):
+    for g, n in enumerate(counts):  # one state serves every group: removals do not propagate
+        for t in _group_steps(state, g, config.replace, limit=int(groups.sizes[g] - n)):
             budget.remove(g, t["channel"])
             if config.compensate and t["merge"] is not None:
                 merges.append(t["merge"])
             trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": t["channel"],
                                "community_size": t["community_size"], "R_before": round(t["R_before"], 6),
                                "R_after": round(t["R_after"], 6), "fallback": t["community_size"] == 1,
-                               "R_max": round(float(max(R1.max(), t["R_before"])), 6),
+                               "R_max": round(float(R1.max()), 6),
                                "macs": int(budget.macs), "params": int(budget.params)})
             R1[g] = t["R_after"]
     cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist())),

@@ -1,7 +1,7 @@
 """Least-squares refit of the layers that read pruned channels (data-driven compensation).
 
 Pruning a group takes inputs away from its consumers (the convolutions and linear
-layers that read it). ``refit_pruned`` gives each consumer new weights on the inputs
+layers that read it). ``refit`` gives each consumer new weights on the inputs
 that survive, chosen so that its output on calibration images changes least: a ridge
 regression, in closed form, of the *unpruned* model's output of that layer on the
 *pruned* model's surviving inputs (ThiNet, Luo et al. 2017, and channel pruning,
