@@ -114,7 +114,8 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
 
 def plan(model: nn.Module, input_size, *, target_flops: float | None = None, target_params: float | None = None,
          method: str = "mrp", config: MRPConfig | None = None, groups: ChannelGroups | None = None,
-         model_name: str = "model", progress: bool = False, calibration: torch.Tensor | None = None) -> PruningPlan:
+         model_name: str = "model", progress: bool = False, calibration: torch.Tensor | None = None,
+         stopwatch: Stopwatch | None = None) -> PruningPlan:
     """Decide which channels to remove so that the target is met.
 
     Parameters
@@ -131,6 +132,8 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
         Reuse a trace made earlier with :func:`mrp_gpu.groups.build_groups`.
     calibration : Tensor, optional
         Images for ``features="activation"``.
+    stopwatch : Stopwatch, optional
+        MRP records the time its features take in a ``features`` lap.
 
     Returns
     -------
@@ -145,7 +148,7 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
         from .planner import plan_mrp
 
         return plan_mrp(model, groups, target, config, model_name=model_name, progress=progress,
-                        calibration=calibration)
+                        calibration=calibration, stopwatch=stopwatch)
     cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
            "calib_size": config.calib_size}
     if method == "uniform":

@@ -215,11 +215,11 @@ def _accuracy(model, data, root, size, progress: bool = True) -> float:
     return evaluate(model, loader, next(model.parameters()).device, progress=progress)["acc"]
 
 
-def _finish(args, model, sliced, plan, groups, kwargs, t0, source) -> int:
-    """Write plan, weights, arch and summary atomically into --out; print the table.
+def _finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
+    """Check, then write plan, weights, arch and summary atomically into --out; print the table.
 
     ``source`` is what was sliced (``model`` itself, or ``model`` refit with ``--refit``);
-    ``model`` is the unpruned one.
+    ``model`` is the unpruned one; ``sw`` holds the laps of the stages before.
     """
     import time
 
@@ -227,12 +227,13 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source) -> int:
     from .executor import save_pruned
     from .io import atomic_output_dir, atomic_write_text
 
-    diff = masked_vs_sliced(source, plan, sliced, groups)
+    with sw.lap("check"):
+        diff = masked_vs_sliced(source, plan, sliced, groups)
     summary = {"model": args.model, "method": plan.method,
                "macs_before": plan.macs_before, "macs_after": plan.macs_after,
                "params_before": plan.params_before, "params_after": plan.params_after,
                "macs_reduction": round(plan.macs_reduction, 6), "params_reduction": round(plan.params_reduction, 6),
-               "seconds": round(time.perf_counter() - t0, 3), "max_abs_diff_masked_vs_sliced": diff,
+               "max_abs_diff_masked_vs_sliced": diff,
                "weights": _weights_note(args), "config": plan.config}
     if getattr(args, "measure_latency", False):
         device = next(model.parameters()).device
@@ -242,18 +243,31 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source) -> int:
     if data:
         summary["data"] = data
         show = not getattr(args, "quiet", False)
-        summary["accuracy_before"] = _accuracy(model, data, args.data_root, plan.input_size, show)
-        summary["accuracy_after_no_retraining"] = _accuracy(sliced, data, args.data_root, plan.input_size, show)
+        with sw.lap("accuracy"):
+            summary["accuracy_before"] = _accuracy(model, data, args.data_root, plan.input_size, show)
+            summary["accuracy_after_no_retraining"] = _accuracy(sliced, data, args.data_root, plan.input_size, show)
     with atomic_output_dir(args.out, force=args.force) as tmp:
-        plan.save(tmp / "plan.json")
-        save_pruned(tmp, sliced, plan, kwargs)
+        with sw.lap("save"):
+            plan.save(tmp / "plan.json")
+            save_pruned(tmp, sliced, plan, kwargs)
         if getattr(args, "report", False):
             from .report import write_report
 
-            summary["report"] = write_report(tmp, plan, summary)
+            with sw.lap("report"):
+                summary["report"] = write_report(tmp, plan, summary)
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        summary["stages"] = _stages(sw)
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1))
     _print_summary(summary, args.out)
     return 0
+
+
+def _stages(sw) -> dict[str, float]:
+    """Seconds per stage, in the order they ran; ``plan`` without the ``features`` it contains."""
+    laps = dict(sw.laps)
+    if "features" in laps and "plan" in laps:
+        laps["plan"] -= laps["features"]
+    return {k: round(v, 3) for k, v in laps.items()}
 
 
 def _weights_note(args) -> str:
@@ -280,7 +294,8 @@ def _print_summary(s: dict, out) -> None:
             ("MACs", f"{_fmt(s['macs_before'])} -> {_fmt(s['macs_after'])}  (-{s['macs_reduction']:.1%})"),
             ("params", f"{_fmt(s['params_before'])} -> {_fmt(s['params_after'])}  (-{s['params_reduction']:.1%})"),
             ("masked vs sliced", f"max |diff| {s['max_abs_diff_masked_vs_sliced']:.2e}"),
-            ("time", f"{s['seconds']:.2f} s")]
+            ("time", f"{s['seconds']:.2f} s  (" + ", ".join(f"{k} {v:.2f}" for k, v in s["stages"].items()
+                                                             if v >= 0.005) + ")")]
     if s.get("weights", "").startswith("random"):
         rows.insert(1, ("weights", s["weights"]))
     if "accuracy_before" in s:
@@ -304,18 +319,26 @@ def _cmd_prune(args) -> int:
     from .api import plan as make_plan
     from .executor import slice_model
     from .groups import build_groups
+    from .timing import Stopwatch
 
     t0 = time.perf_counter()
+    sw = Stopwatch()
     config = _config_from_args(args)
-    model, size, kwargs = _model_from_args(args)
-    calibration = _calibration(args, config, size)
-    groups = build_groups(model, size)
-    plan = make_plan(model, size, target_flops=args.target_flops, target_params=args.target_params,
-                     method=args.method, config=config, groups=groups, model_name=args.model,
-                     progress=not args.quiet, calibration=calibration)
-    source, plan = execute(model, plan, groups, config, calibration)
-    sliced = slice_model(source, plan, groups)
-    return _finish(args, model, sliced, plan, groups, kwargs, t0, source)
+    with sw.lap("load"):
+        model, size, kwargs = _model_from_args(args)
+    with sw.lap("calibration"):
+        calibration = _calibration(args, config, size)
+    with sw.lap("trace"):
+        groups = build_groups(model, size)
+    with sw.lap("plan"):
+        plan = make_plan(model, size, target_flops=args.target_flops, target_params=args.target_params,
+                         method=args.method, config=config, groups=groups, model_name=args.model,
+                         progress=not args.quiet, calibration=calibration, stopwatch=sw)
+    with sw.lap("refit"):
+        source, plan = execute(model, plan, groups, config, calibration)
+    with sw.lap("slice"):
+        sliced = slice_model(source, plan, groups)
+    return _finish(args, model, sliced, plan, groups, kwargs, t0, source, sw)
 
 
 def _calibration(args, config, size):
@@ -451,25 +474,31 @@ def _cmd_apply(args) -> int:
     from .executor import slice_model
     from .groups import build_groups
     from .plan import PruningPlan
+    from .timing import Stopwatch
 
     t0 = time.perf_counter()
+    sw = Stopwatch()
     plan = PruningPlan.load(args.plan)
     made_for = f"{plan.model} ({'x'.join(map(str, plan.input_size))})"
     if args.model is None:
         args.model = plan.model
     elif args.model != plan.model:
         raise MRPError(f"{args.plan}: this plan was made for {made_for}, not {args.model}")
-    model, size, kwargs = _model_from_args(args)
+    with sw.lap("load"):
+        model, size, kwargs = _model_from_args(args)
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
-    groups = build_groups(model, size)
+    with sw.lap("trace"):
+        groups = build_groups(model, size)
     pc = plan.config  # a plan made with --refit is refit again here, on the same calibration images
     config = MRPConfig(refit=True, seed=pc.get("seed", 0), calib_size=pc.get("calib_size", MRPConfig.calib_size)) \
         if pc.get("refit") else None
-    source, plan = execute(model, plan, groups, config,
-                           _calibration(args, config, size) if config else None)
-    sliced = slice_model(source, plan, groups)
-    return _finish(args, model, sliced, plan, groups, kwargs, t0, source)
+    with sw.lap("refit"):
+        source, plan = execute(model, plan, groups, config,
+                               _calibration(args, config, size) if config else None)
+    with sw.lap("slice"):
+        sliced = slice_model(source, plan, groups)
+    return _finish(args, model, sliced, plan, groups, kwargs, t0, source, sw)
 
 
 def build_parser() -> argparse.ArgumentParser:

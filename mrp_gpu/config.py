@@ -17,7 +17,7 @@ __all__ = ["MRPConfig", "CONFIG_VERSION", "FEATURES", "REPLACE_RULES", "ALLOCATI
 CONFIG_VERSION = 1
 FEATURES = ("auto", "weight", "activation")
 REPLACE_RULES = ("norm-in-community", "norm-in-redundant", "mean-sim", "nearest", "reconstruction",
-                 "reconstruction-norm")
+                 "reconstruction-norm", "error", "error-in-community")
 ALLOCATIONS = ("srp", "log-r", "uniform")
 # MRP as published (Gao et al. 2025): the SRP loop ranks layers by R alone, weight features,
 # and nothing carries a removed filter's signal on (compensation and refit are this package's).

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from .errors import ModelError, MRPError
 from .groups import ChannelGroup, ChannelGroups, LayerSlice
 
-__all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "weight_features", "activation_features",
-           "normalize_rows", "compute_features"]
+__all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "consumer_energy", "weight_features",
+           "activation_features", "normalize_rows", "compute_features"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +78,27 @@ def output_scale(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     gammas = [_rows(model.get_submodule(s.module).weight, s, group.size)[:, 0].float() for s in group.norms
               if getattr(model.get_submodule(s.module), "weight", None) is not None]
     return torch.stack(gammas).mean(0) if gammas else weight_matrix(model, group).norm(dim=1)
+
+
+def consumer_energy(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
+    """How strongly the group's consumers read each channel: the squared L2 norm of every
+    weight that takes it as input, summed over the consumers (grouped convolutions: only
+    the filters of the channel's own block read it). [N]"""
+    energy = torch.zeros(group.size, dtype=torch.float64)
+    for s in group.consumers:
+        m = model.get_submodule(s.module)
+        w = getattr(m, "weight", None)
+        if w is None or w.dim() < 2:
+            continue
+        w = w.detach().double().cpu()
+        if isinstance(m, nn.modules.conv._ConvTransposeNd):
+            w = w.transpose(0, 1)
+        blocks = getattr(m, "groups", 1)
+        per_in, per_out = w.shape[1], w.shape[0] // blocks
+        col = w.reshape(blocks, per_out, per_in, -1).pow(2).sum((1, 3)).reshape(-1)  # input i -> its energy
+        idxs = torch.as_tensor(s.idxs)
+        energy.index_add_(0, torch.as_tensor(s.channel), col[idxs])
+    return energy
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +192,7 @@ def compute_features(model: nn.Module, groups: ChannelGroups, *, features: str =
     else:
         raise MRPError(f"unknown features {features!r}")
     for gid, f in zip(out.ids, out.rows):
-        if not bool(torch.isfinite(f).all()):
+        if not bool(torch.isfinite(f.sum())):  # rows are unit-norm: the sum overflows only on NaN or Inf
             raise ModelError(f"group {gid!r} has NaN or Inf {'weights' if features == 'weight' else 'activations'}: "
                              "cannot measure its redundancy")
     if device is not None:

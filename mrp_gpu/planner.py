@@ -20,8 +20,9 @@ import torch
 from .errors import TargetError
 from .groups import ChannelGroups
 from .plan import PruningPlan
-from .redundancy import NEEDS_SIMILARITY, largest_community, most_replaceable
+from .redundancy import ERROR_RULES, NEEDS_SIMILARITY, largest_community, most_replaceable
 from .similarity import similarity_edges, thresholds
+from .timing import Stopwatch
 
 __all__ = ["Target", "Budget", "allocate", "plan_from_orders", "plan_global", "plan_uniform", "plan_mrp",
            "removal_order"]
@@ -260,7 +261,7 @@ class _Redundancy:
     """
 
     def __init__(self, model, groups: ChannelGroups, config, feats, device):
-        from .features import bn_scale, output_scale, weight_matrix
+        from .features import bn_scale, consumer_energy, output_scale, weight_matrix
 
         self.groups, self.config, self.device, self.model = groups, config, device, model
         self.tau = thresholds(feats, z=config.z, tau=config.tau, chance_degree=config.chance_degree,
@@ -268,6 +269,8 @@ class _Redundancy:
         self.alive = [np.ones(g.size, dtype=bool) for g in groups]
         self.l1, self.scale, self.gram = [], [], []
         self.loudness = [output_scale(model, g).double().cpu().numpy() for g in groups]
+        self.salience = ([self.loudness[gi] ** 2 * consumer_energy(model, g).numpy() for gi, g in enumerate(groups)]
+                         if config.replace in ERROR_RULES else None)
         for gi, g in enumerate(groups):
             w = weight_matrix(model, g).to(device)
             s = bn_scale(model, g)
@@ -309,18 +312,21 @@ class _Redundancy:
             labels_of = self.labels[g]
             labels = labels_of[pos]
             merge = None
-            if by_norm or len(np.unique(labels)) == len(labels):
+            if by_norm or (rule != "error" and len(np.unique(labels)) == len(labels)):
                 channel, size = int(pos[np.argmin(self.norms(g)[pos])]), 1
             else:
                 if rule == "norm-in-redundant":  # every channel that has a community partner
                     counts = np.bincount(labels)
                     members = pos[counts[labels] > 1]
+                elif rule == "error":
+                    members = pos
                 else:
                     members = pos[largest_community(labels)]
-                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g])[0])
+                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g], live=pos,
+                                               salience=None if self.salience is None else self.salience[g])[0])
                 size = int((labels_of[members] == labels_of[channel]).sum())
-                if partners:
-                    others = members[(members != channel) & (labels_of[members] == labels_of[channel])]
+                others = members[(members != channel) & (labels_of[members] == labels_of[channel])]
+                if partners and len(others):  # ``error`` may take a channel that is alone in its community
                     into = int(others[int(torch.argmax(sim[channel, torch.as_tensor(others)]))])
                     ratio = self.loudness[g][channel] / self.loudness[g][into] if self.loudness[g][into] else 0.0
                     merge = {"group": self.groups[g].id, "channel": channel, "into": into,
@@ -519,7 +525,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
 
 
 def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, model_name: str = "model",
-             progress: bool = False, calibration=None) -> PruningPlan:
+             progress: bool = False, calibration=None, stopwatch=None) -> PruningPlan:
     """Structural Redundancy Pruning driven by community redundancy (docs/method.md, section 7).
 
     Every iteration picks the group with the highest score (``R_g``, or ``R_g`` times
@@ -545,8 +551,9 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     config = config.resolved(calibration is not None)
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
-    feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
-                             calibration=calibration, pool=config.pool, device=device)
+    with (stopwatch or Stopwatch(device)).lap("features"):
+        feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
+                                 calibration=calibration, pool=config.pool, device=device)
     if config.allocation != "srp":
         return _plan_allocated(model, groups, target, config, feats, device, model_name=model_name)
     state = _Redundancy(model, groups, config, feats, device)

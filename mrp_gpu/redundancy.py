@@ -23,6 +23,13 @@ Rules (``MRPConfig.replace``), each ranking the members of one community:
 ``reconstruction-norm``
     that relative error times the channel's BN-scaled L1 norm: the part of the channel
     the community cannot rebuild, weighted by how much of it there is.
+``error``, ``error-in-community``
+    the output error its consumers are left with once they are refit on the
+    survivors: the share of the channel that *every* other live channel of the group
+    cannot rebuild by least squares, times its loudness squared (BN ``gamma``), times
+    the energy of the consumer weights that read it (the saliency of Optimal Brain
+    Surgeon for a linear consumer, ``w_i^2 / [G^-1]_ii``). Candidates: every live
+    channel (no community involved), or the members of the largest community.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import torch
 from .io import atomic_write_text
 
 __all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable",
-           "NEEDS_SIMILARITY"]
+           "NEEDS_SIMILARITY", "ERROR_RULES", "unexplained"]
 
 
 @dataclass(frozen=True)
@@ -100,11 +107,23 @@ def largest_community(labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero(labels == np.argmax(np.bincount(labels)))
 
 
-NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction", "reconstruction-norm"}
+ERROR_RULES = ("error", "error-in-community")
+NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction", "reconstruction-norm", *ERROR_RULES}
+
+
+def unexplained(gram: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Share of each channel that the others cannot rebuild by least squares: ``1 / [C^-1]_ii``
+    of the (ridge-regularised) correlation matrix of ``gram``. [n]"""
+    g = gram.double()
+    d = g.diagonal().clamp_min(1e-30).rsqrt()
+    c = g * d[:, None] * d[None, :]
+    c = c + ridge * torch.eye(len(c), dtype=c.dtype, device=c.device)
+    return 1.0 / torch.linalg.inv(c).diagonal()
 
 
 def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
-                     gram: torch.Tensor | None = None, k: int = 1) -> np.ndarray:
+                     gram: torch.Tensor | None = None, k: int = 1, *, live: np.ndarray | None = None,
+                     salience: np.ndarray | None = None) -> np.ndarray:
     """The ``k`` most replaceable of ``members`` (positions), most replaceable first.
 
     Parameters
@@ -120,6 +139,11 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         ``NEEDS_SIMILARITY``.
     gram : Tensor [N, N], optional
         Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
+    live : ndarray, optional
+        ``error`` rules: positions of every live channel of the group (the survivors
+        that rebuild a removed one; default ``members``).
+    salience : ndarray [N], optional
+        ``error`` rules: loudness squared times consumer weight energy per channel.
     """
     if rule in ("norm-in-community", "norm-in-redundant"):
         order = np.argsort(norms[members], kind="stable")
@@ -141,6 +165,12 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         score = -(err / g.diagonal()).cpu().numpy()  # relative error: scale-free
         if rule == "reconstruction-norm":  # what is lost: the unexplained share of a channel, times its size
             score = score * norms[members]
+    elif rule in ERROR_RULES:
+        live = members if live is None else live
+        lidx = torch.as_tensor(live, device=sim.device)
+        share = unexplained((gram if gram is not None else sim)[lidx][:, lidx]).cpu().numpy()
+        at = np.searchsorted(live, members)
+        score = -(share[at] * salience[members])
     else:
         raise ValueError(f"unknown replace rule {rule!r}")
     order = np.lexsort((norms[members], -np.asarray(score)))  # best score, then smaller norm

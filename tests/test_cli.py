@@ -15,6 +15,10 @@ def test_prune_l1_resnet56_and_reload(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.50 <= summary["macs_reduction"] <= 0.55
     assert summary["max_abs_diff_masked_vs_sliced"] < 1e-3
+    stages = summary["stages"]
+    assert list(stages)[:3] == ["load", "calibration", "trace"] and {"plan", "slice", "check", "save"} <= set(stages)
+    assert "features" not in stages  # l1 computes no features
+    assert sum(stages.values()) <= summary["seconds"] + 1e-3
     for f in ("plan.json", "model.safetensors", "arch.json", "summary.json"):
         assert (out / f).is_file()
     model = load_pruned(out)
@@ -112,7 +116,9 @@ def test_prune_mrp_demo_writes_a_report(tmp_path):
     report = (out / "report.md").read_text()
     assert "| MACs |" in report and "trajectory.png" in report
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["trajectory"] and 0.50 <= json.loads((out / "summary.json").read_text())["macs_reduction"] <= 0.53
+    summary = json.loads((out / "summary.json").read_text())
+    assert plan["trajectory"] and 0.50 <= summary["macs_reduction"] <= 0.53
+    assert {"trace", "features", "plan", "report"} <= set(summary["stages"])  # MRP's features timed apart
 
 
 def test_models_lists_the_zoo_with_the_shipped_cards(capsys):

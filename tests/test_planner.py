@@ -114,7 +114,7 @@ def test_cost_aware_weighs_redundancy_by_savings(demo):
 
 
 @pytest.mark.parametrize("rule", ["mean-sim", "nearest", "reconstruction", "reconstruction-norm",
-                                  "norm-in-community", "norm-in-redundant"])
+                                  "norm-in-community", "norm-in-redundant", "error", "error-in-community"])
 def test_every_replace_rule_plans(demo, rule):
     p = plan(demo, (1, 28, 28), target_flops=0.2, config=MRPConfig(replace=rule))
     assert p.macs_reduction >= 0.2

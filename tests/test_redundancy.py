@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+
+from mrp_gpu.redundancy import largest_community, most_replaceable, unexplained
+
+
+def _features(seed=0):
+    """Five channels: 0..2 independent, 3 = 0 + 1 (rebuilt exactly), 4 = 2 + a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 400, generator=g, dtype=torch.float64)
+    rows = torch.cat([x, (x[0] + x[1])[None], (x[2] + 0.3 * torch.randn(400, generator=g, dtype=torch.float64))[None]])
+    return rows
+
+
+def test_unexplained_share_is_what_least_squares_leaves():
+    f = _features()
+    share = unexplained(f @ f.T, ridge=1e-9)
+    assert share[3] < 1e-6  # an exact combination of two others
+    r = f[4]  # residual of channel 4 regressed on the rest, relative to its energy
+    others = f[[0, 1, 2, 3]]
+    coef = torch.linalg.lstsq(others.T, r).solution
+    expected = ((r - others.T @ coef).pow(2).sum() / r.pow(2).sum()).item()
+    assert share[4].item() == pytest.approx(expected, rel=1e-6)
+    assert unexplained(torch.eye(4)).allclose(torch.full((4,), 1.001, dtype=torch.float64))  # ridge adds 1e-3
+
+
+def test_error_rule_weighs_the_unrebuilt_share_by_salience():
+    f = _features()
+    gram = f @ f.T
+    sim = gram / torch.outer(gram.diagonal().sqrt(), gram.diagonal().sqrt())
+    norms = np.ones(5)
+    members, live = np.array([2, 3, 4]), np.arange(5)
+    flat = np.ones(5)
+    assert most_replaceable("error", members, norms, sim, gram, live=live, salience=flat)[0] == 3
+    loud3 = flat.copy()
+    loud3[3] = 1e9  # exactly rebuilt, but so loud that the ridge's tiny leftover still counts most
+    assert most_replaceable("error", members, norms, sim, gram, live=live, salience=loud3)[0] != 3
+    # rebuilt only from the community: 3 = 0 + 1 is lost once 0 and 1 are not survivors it may use
+    assert most_replaceable("error", members, norms, sim, gram, live=members, salience=flat)[0] == 4
+
+
+def test_largest_community_ties_go_to_the_lowest_label():
+    assert largest_community(np.array([1, 0, 1, 0, 2])).tolist() == [1, 3]  # label 0, not 1
