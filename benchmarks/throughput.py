@@ -3,10 +3,11 @@
 1. RMCD (features, similarity, Louvain, redundancy) of resnet50 on the standard
    workload (kNN graphs, k_max=16, tau=-1) with each CPU engine, and of the demo with
    the defaults; medians after a warm-up.
-2. A full MRP plan of resnet50 to -50 % MACs (dependency trace included), against
-   Torch-Pruning's ``MetaPruner`` + ``GroupMagnitudeImportance`` (global) stepped to
-   the same MACs target (its dependency graph and MACs counting included).
-3. Per SRP step, mrp_gpu against the naive reference (``reference_naive.py``): on
+2. A full MRP plan of resnet50 to -50 % MACs (dependency trace included), with the
+   defaults and with the SRP allocation, against Torch-Pruning's ``MetaPruner`` +
+   ``GroupMagnitudeImportance`` (global) stepped to the same MACs target (its
+   dependency graph and MACs counting included); the ratio is printed.
+3. Per SRP step (``allocation="srp"``), mrp_gpu against the naive reference (``reference_naive.py``): on
    resnet56 to the end, on resnet50 for ``--naive-steps`` steps (labelled as such).
 4. Scaling of each RMCD stage with model size (resnet18 -> 152, wide_resnet101_2,
    regnet_y_16gf): a log-log plot of time against filters.
@@ -44,6 +45,8 @@ from mrp_gpu.groups import build_groups, example_input
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
+DEFAULT_PLAN = "mrp_gpu (defaults: uniform allocation, step=1)"
+TP_PLAN = "torch-pruning MetaPruner + GroupMagnitudeImportance (100 steps)"
 SCALING = ("resnet18", "resnet50", "resnet101", "resnet152", "wide_resnet101_2", "regnet_y_16gf")
 
 
@@ -82,7 +85,8 @@ def naive_vs_ours(name: str, target: float, max_steps: int | None) -> dict:
     groups = build_groups(model, size)
     p, times = naive_plan(model, groups, target, max_steps=max_steps)
     t0 = time.perf_counter()
-    ours = plan(model, size, target_flops=target, groups=groups, config=MRPConfig(refresh_every=1, cost_aware=False))
+    ours = plan(model, size, target_flops=target, groups=groups,
+                config=MRPConfig(allocation="srp", refresh_every=1, cost_aware=False))
     ours_s = time.perf_counter() - t0
     naive_ms = 1e3 * statistics.median(times)
     ours_ms = 1e3 * ours_s / len(ours.trajectory)
@@ -154,6 +158,7 @@ def markdown(r: dict) -> str:
     for k, v in r["plans"].items():
         steps = v.get("steps", v.get("pruner_steps"))
         lines.append(f"| {k} | {v['seconds']:.2f} | {steps} | {v['macs_reduction']:.1%} |")
+    lines += ["", f"The default plan takes {r['plan_ratio_default_to_tp']:.2f}x the time of Torch-Pruning's."]
     lines += ["", "## Per SRP step: mrp_gpu against the naive reference", "",
               "| model | naive ms/step (median) | mrp_gpu ms/step | speed-up | naive steps timed |",
               "|---|---|---|---|---|"]
@@ -193,20 +198,24 @@ def main(argv=None) -> int:
         model = create_model(name)
         size = default_input_size(name)
         groups = build_groups(model, size)
-        for engine in ("igraph", "torch"):
+        for engine in ("igraph", "leiden", "torch"):
             cfg = MRPConfig(backend=engine, **(KNN_WORKLOAD if workload == "knn16" else {}))
             row = bench_rmcd(model, size, cfg, repeat=args.repeat, groups=groups)
             result["rmcd"][f"{name}|{workload}|{engine}"] = row
             print(f"RMCD {name} {workload} {engine}: {row['rmcd'] * 1e3:.1f} ms", flush=True)
 
-    result["plans"] = {"mrp_gpu (defaults, step=1)": mrp_plan("resnet50", args.target, MRPConfig()),
-                       "mrp_gpu (step=1%)": mrp_plan("resnet50", args.target, MRPConfig(step=0.01)),
-                       "mrp_gpu (kNN k=16 graphs, step=1%)": mrp_plan("resnet50", args.target,
-                                                                     MRPConfig(step=0.01, **KNN_WORKLOAD)),
-                       "torch-pruning MetaPruner + GroupMagnitudeImportance (100 steps)":
-                           tp_magnitude("resnet50", args.target)}
+    srp = MRPConfig(allocation="srp")
+    result["plans"] = {DEFAULT_PLAN: mrp_plan("resnet50", args.target, MRPConfig()),
+                       "mrp_gpu (allocation=srp, step=1)": mrp_plan("resnet50", args.target, srp),
+                       "mrp_gpu (allocation=srp, step=1%)": mrp_plan("resnet50", args.target,
+                                                                    srp.replace_with(step=0.01)),
+                       "mrp_gpu (allocation=srp, kNN k=16 graphs, step=1%)":
+                           mrp_plan("resnet50", args.target, srp.replace_with(step=0.01, **KNN_WORKLOAD)),
+                       TP_PLAN: tp_magnitude("resnet50", args.target)}
+    result["plan_ratio_default_to_tp"] = result["plans"][DEFAULT_PLAN]["seconds"] / result["plans"][TP_PLAN]["seconds"]
     for k, v in result["plans"].items():
         print(f"plan {k}: {v['seconds']:.2f} s", flush=True)
+    print(f"default plan / Torch-Pruning: {result['plan_ratio_default_to_tp']:.2f}", flush=True)
 
     result["naive"] = {"resnet56": naive_vs_ours("resnet56", args.target, None),
                        "resnet50": naive_vs_ours("resnet50", args.target, args.naive_steps)}

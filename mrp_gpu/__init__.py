@@ -13,10 +13,25 @@ layer until a MACs or parameter target is met, then slices the tensors for real.
 True
 """
 
+import importlib
+
 from ._version import __version__
-from .api import analyze, apply_plan, plan, prune
-from .community import louvain
 from .config import MRPConfig
-from .executor import load_pruned
 
 __all__ = ["__version__", "analyze", "plan", "prune", "apply_plan", "load_pruned", "louvain", "MRPConfig"]
+
+# imported on first use, so that ``mrp-gpu --help`` and light commands do not pay for torch
+_LAZY = {"analyze": "api", "plan": "api", "prune": "api", "apply_plan": "api", "load_pruned": "executor",
+         "louvain": "community"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

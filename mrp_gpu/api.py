@@ -14,9 +14,9 @@ import torch.nn as nn
 
 from .community import louvain_graph, modularity, union_graph
 from .community.engines import has_igraph
-from .config import MRPConfig
+from .config import METHODS, MRPConfig
 from .criteria import group_scores
-from .errors import ModelError, MRPError
+from .errors import ModelError, MRPError, stage
 from .executor import apply_masks, slice_model
 from .features import GroupFeatures, compute_features
 from .finetune import resolve_device
@@ -30,7 +30,6 @@ from .timing import Stopwatch
 __all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "execute", "apply_plan", "masked_vs_sliced",
            "check"]
 
-METHODS = ("mrp", "l1", "fpgm", "random", "uniform")
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -144,19 +143,20 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     config = (config or MRPConfig()).resolved(calibration is not None)
     target = Target(target_flops, target_params)
     groups = groups or build_groups(model, input_size, device=_device_of(model))
-    if method == "mrp":
-        from .planner import plan_mrp
+    with stage("planning", model):
+        if method == "mrp":
+            from .planner import plan_mrp
 
-        return plan_mrp(model, groups, target, config, model_name=model_name, progress=progress,
-                        calibration=calibration, stopwatch=stopwatch)
-    cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
-           "calib_size": config.calib_size}
-    if method == "uniform":
-        return plan_uniform(groups, group_scores(model, groups, "l1"), target, model=model_name,
-                            min_channels=config.min_channels, config=cfg)
-    scores = group_scores(model, groups, method, seed=config.seed)
-    return plan_global(groups, scores, target, model=model_name, method=method,
-                       min_channels=config.min_channels, config=cfg)
+            return plan_mrp(model, groups, target, config, model_name=model_name, progress=progress,
+                            calibration=calibration, stopwatch=stopwatch)
+        cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
+               "calib_size": config.calib_size}
+        if method == "uniform":
+            return plan_uniform(groups, group_scores(model, groups, "l1"), target, model=model_name,
+                                min_channels=config.min_channels, config=cfg)
+        scores = group_scores(model, groups, method, seed=config.seed)
+        return plan_global(groups, scores, target, model=model_name, method=method,
+                           min_channels=config.min_channels, config=cfg)
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
@@ -184,7 +184,10 @@ def masked_vs_sliced(model: nn.Module, plan: PruningPlan, sliced: nn.Module,
     was = sliced.training
     sliced.eval()
     try:
-        a, b = masked(x), sliced(x)
+        with stage("checking the masked model", masked):
+            a = masked(x)
+        with stage("checking the sliced model", sliced):
+            b = sliced(x)
     finally:
         sliced.train(was)
     if a.shape != b.shape:
@@ -235,12 +238,13 @@ def execute(model: nn.Module, plan: PruningPlan, groups: ChannelGroups, config: 
     from .finetune import recalibrate_bn
     from .refit import refit
 
-    masked, plan = refit(model, plan, calibration, groups, seed=config.seed)
-    return recalibrate_bn(masked, calibration), plan
+    with stage("refit", model):
+        masked, plan = refit(model, plan, calibration, groups, seed=config.seed)
+        return recalibrate_bn(masked, calibration), plan
 
 
 def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: str = "mrp",
-          config: MRPConfig | None = None) -> dict:
+          config: MRPConfig | None = None, groups: ChannelGroups | None = None) -> dict:
     """Can mrp_gpu prune this model correctly? Prune a copy and verify everything.
 
     Plans ``target_flops`` with ``method``, slices, and checks that the masked and
@@ -250,7 +254,7 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     """
     import torch_pruning as tp
 
-    groups = build_groups(model, input_size, device=_device_of(model))
+    groups = groups or build_groups(model, input_size, device=_device_of(model))
     if len(groups) == 0:
         raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune")
     p = plan(model, input_size, target_flops=target_flops, method=method, config=config, groups=groups)

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import TRACE_TIMEOUT
 from .errors import MRPError
 
 __all__ = ["main"]
@@ -19,6 +20,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)
     p.add_argument("--input-size", help="CxHxW (default: the model's own, e.g. 3x224x224)")
+    p.add_argument("--trace-timeout", type=float, default=TRACE_TIMEOUT, metavar="S",
+                   help=f"give up tracing the model's dependencies after S seconds (default {TRACE_TIMEOUT:g}; "
+                        "0: no limit)")
 
 
 def _model_from_args(args):
@@ -224,6 +228,7 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
     import time
 
     from .api import masked_vs_sliced
+    from .errors import stage
     from .executor import save_pruned
     from .io import atomic_output_dir, atomic_write_text
 
@@ -247,7 +252,7 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
             summary["accuracy_before"] = _accuracy(model, data, args.data_root, plan.input_size, show)
             summary["accuracy_after_no_retraining"] = _accuracy(sliced, data, args.data_root, plan.input_size, show)
     with atomic_output_dir(args.out, force=args.force) as tmp:
-        with sw.lap("save"):
+        with sw.lap("save"), stage("saving", sliced):
             plan.save(tmp / "plan.json")
             save_pruned(tmp, sliced, plan, kwargs)
         if getattr(args, "report", False):
@@ -329,7 +334,7 @@ def _cmd_prune(args) -> int:
     with sw.lap("calibration"):
         calibration = _calibration(args, config, size)
     with sw.lap("trace"):
-        groups = build_groups(model, size)
+        groups = build_groups(model, size, timeout=args.trace_timeout)
     with sw.lap("plan"):
         plan = make_plan(model, size, target_flops=args.target_flops, target_params=args.target_params,
                          method=args.method, config=config, groups=groups, model_name=args.model,
@@ -363,11 +368,13 @@ def _calibration(args, config, size):
 
 def _cmd_analyze(args) -> int:
     from .api import analyze
+    from .groups import build_groups
     from .report import plot_report
 
     config = _config_from_args(args)
     model, size, _ = _model_from_args(args)
-    report = analyze(model, size, config, calibration=_calibration(args, config, size))
+    report = analyze(model, size, config, calibration=_calibration(args, config, size),
+                     groups=build_groups(model, size, timeout=args.trace_timeout))
     if args.json:
         report.save_json(args.json)
     if args.plot:
@@ -384,9 +391,11 @@ def _cmd_analyze(args) -> int:
 
 def _cmd_check(args) -> int:
     from .api import check
+    from .groups import build_groups
 
     model, size, _ = _model_from_args(args)
-    record = check(model, size, target_flops=args.target_flops, method=args.method)
+    record = check(model, size, target_flops=args.target_flops, method=args.method,
+                   groups=build_groups(model, size, timeout=args.trace_timeout))
     print(json.dumps({"model": args.model, "input_size": list(size), "supported": True, **record}, indent=1))
     return 0
 
@@ -489,7 +498,7 @@ def _cmd_apply(args) -> int:
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
     with sw.lap("trace"):
-        groups = build_groups(model, size)
+        groups = build_groups(model, size, timeout=args.trace_timeout)
     pc = plan.config  # a plan made with --refit is refit again here, on the same calibration images
     config = MRPConfig(refit=True, seed=pc.get("seed", 0), calib_size=pc.get("calib_size", MRPConfig.calib_size)) \
         if pc.get("refit") else None
@@ -531,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 
-    from .api import METHODS
+    from .config import METHODS
 
     p = sub.add_parser("prune", help="plan, slice and save a pruned model")
     _add_model_args(p)

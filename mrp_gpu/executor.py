@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch_pruning.ops import OPTYPE
 from torch_pruning.pruner.function import PrunerBox
 
-from .errors import PlanError, WeightsError
+from .errors import PlanError, WeightsError, stage
 from .groups import ChannelGroups, LayerSlice, build_groups
 from .io import atomic_write_bytes, atomic_write_text
 from .plan import PruningPlan
@@ -67,6 +67,8 @@ def _fold_merges(model: nn.Module, plan: PruningPlan, groups: ChannelGroups) -> 
             layer = model.get_submodule(s.module)
             src = torch.as_tensor(s.idxs[s.channel == m["channel"]])
             dst = torch.as_tensor(s.idxs[s.channel == m["into"]])
+            if len(src) == 0 or len(src) != len(dst):  # a consumer of part of the group: it reads only one
+                continue
             if getattr(layer, "groups", 1) > 1:
                 raise PlanError(f"merges[{k}]: compensation through the grouped convolution {s.module!r} "
                                 "is not supported")
@@ -114,9 +116,10 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
     positions = _removed_positions(plan, groups)
     masked = copy.deepcopy(model)
-    _fold_merges(masked, plan, groups)
-    for s, pos in positions.values():
-        _zero(_resolve(masked, s), s, pos)
+    with stage("masking", masked):
+        _fold_merges(masked, plan, groups)
+        for s, pos in positions.values():
+            _zero(_resolve(masked, s), s, pos)
     return masked
 
 
@@ -126,16 +129,17 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     groups.require_sliceable()
     positions = _removed_positions(plan, groups)
     sliced = copy.deepcopy(model)
-    _fold_merges(sliced, plan, groups)
-    for s, pos in positions.values():
-        pruner = PrunerBox[s.optype]
-        fn = pruner.prune_in_channels if s.dim == "in" else pruner.prune_out_channels
-        pruner.pruning_dim = s.pruning_dim
-        target = _resolve(sliced, s)
-        result = fn(target, pos.tolist())
-        if s.optype == OPTYPE.PARAMETER:  # a new Parameter replaces the old one
-            parent, _, attr = s.module.rpartition(".")
-            setattr(sliced.get_submodule(parent) if parent else sliced, attr, result)
+    with stage("slicing", sliced):
+        _fold_merges(sliced, plan, groups)
+        for s, pos in positions.values():
+            pruner = PrunerBox[s.optype]
+            fn = pruner.prune_in_channels if s.dim == "in" else pruner.prune_out_channels
+            pruner.pruning_dim = s.pruning_dim
+            target = _resolve(sliced, s)
+            result = fn(target, pos.tolist())
+            if s.optype == OPTYPE.PARAMETER:  # a new Parameter replaces the old one
+                parent, _, attr = s.module.rpartition(".")
+                setattr(sliced.get_submodule(parent) if parent else sliced, attr, result)
     return sliced
 
 

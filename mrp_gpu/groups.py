@@ -12,6 +12,9 @@ position ``idxs[k]`` of a layer dimension wherever ``channel[k] == c``.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,8 +24,9 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning.ops import OPTYPE
 
+from .config import TRACE_TIMEOUT
 from .cost import CallRecord, CostModel, build_cost_model, record_calls
-from .errors import ModelError
+from .errors import ModelError, stage
 
 __all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "example_input"]
 
@@ -32,6 +36,9 @@ _REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.MHA: "nn.MultiheadAttention", O
             OPTYPE.CUSTOMIZED: "customized layer"}
 # Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole.
 _NORMALISED_TOGETHER = {OPTYPE.LN, OPTYPE.GN}
+# Channels cut into chunks by torch.split/chunk/unbind: the sizes live in the model's code, so such groups
+# are left whole too.
+_SPLITS = {OPTYPE.SPLIT, OPTYPE.UNBIND}
 
 
 def _attention_modules() -> tuple[type, ...]:
@@ -125,7 +132,7 @@ class ChannelGroups:
     input_size: tuple[int, ...]
     cost: CostModel = field(repr=False)
     grouped_convs: tuple[str, ...] = ()
-    held: tuple[str, ...] = ()  # channel sets left whole: normalised together (LayerNorm, GroupNorm)
+    held: tuple[str, ...] = ()  # channel sets left whole: normalised together (LayerNorm, GroupNorm), or split
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -185,16 +192,41 @@ def _reaches_output(DG, item, output_fns) -> bool:
     return node.type == OPTYPE.OUTPUT or (node.grad_fn in output_fns and _dim(DG, item) == "out")
 
 
-def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups:
+class _TraceTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise :class:`_TraceTimeout` in the main thread after ``seconds`` (no limit elsewhere, or with None)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(_signum, _frame):
+        raise _TraceTimeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float | None = TRACE_TIMEOUT) -> ChannelGroups:
     """Trace ``model`` once and return its prunable channel groups and cost model.
 
     Groups whose channels reach the model's output (the classifier's logits) are
-    left out. The model is traced in eval mode and left unchanged.
+    left out. The model is traced in eval mode and left unchanged. ``timeout``
+    bounds the dependency trace (seconds; None: no limit; only in the main thread).
 
     Raises
     ------
     ModelError
-        When a group runs through a layer type mrp_gpu cannot prune, naming it.
+        When a group runs through a layer type mrp_gpu cannot prune, naming it; when
+        the trace runs out of time; when grouping fails, naming the stage.
     """
     _refuse_attention(model)
     was_training = model.training
@@ -208,9 +240,12 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
         return out
 
     try:
-        with torch.enable_grad():  # tracing follows autograd, even under an outer no_grad
+        with torch.enable_grad(), _time_limit(timeout):  # tracing follows autograd, even under an outer no_grad
             DG = tp.DependencyGraph().build_dependency(model, x, forward_fn=forward_fn, verbose=False)
-        tp_groups = list(DG.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
+            tp_groups = list(DG.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
+    except _TraceTimeout:
+        raise ModelError(f"Torch-Pruning's dependency tracer did not finish {type(model).__name__} within "
+                         f"{timeout:g} s (--trace-timeout raises the limit)") from None
     except (RuntimeError, ValueError, TypeError, ZeroDivisionError, IndexError, KeyError, AssertionError) as e:
         # the dependency tracer gives up on some graphs (e.g. channel shuffles): refuse, clearly
         raise ModelError(f"Torch-Pruning's dependency tracer cannot follow {type(model).__name__} at input "
@@ -218,6 +253,12 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
     finally:
         model.train(was_training)
 
+    with stage("grouping", model):
+        return _collect(model, DG, tp_groups, outputs, records, input_size)
+
+
+def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size) -> ChannelGroups:
+    """Torch-Pruning's groups as :class:`ChannelGroups`, with the cost model."""
     output_fns = {o.grad_fn for o in outputs if o.grad_fn is not None}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     groups, held = [], []
@@ -228,6 +269,9 @@ def build_groups(model: nn.Module, input_size, *, device="cpu") -> ChannelGroups
         if norm is not None:  # a zeroed channel still moves the norm's statistics: masks could not be verified
             held.append(f"{_node_name(DG, g[0].dep.target)} (through {type(norm.module).__name__} "
                         f"{_node_name(DG, norm)!r})")
+            continue
+        if any(item.dep.target.type in _SPLITS for item in g.items):  # the chunk sizes are in the model's code
+            held.append(f"{_node_name(DG, g[0].dep.target)} (its output is split into chunks by the model's code)")
             continue
         slices = []
         for item in g.items:

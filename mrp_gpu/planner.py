@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import TargetError
+from .community import ENGINES, louvain_graph, resolve_backend
+from .community.graph import symmetric_union
+from .errors import TargetError, stage
 from .groups import ChannelGroups
 from .plan import PruningPlan
 from .redundancy import ERROR_RULES, NEEDS_SIMILARITY, largest_community, most_replaceable
@@ -146,8 +148,8 @@ class Budget:
         held = self.groups.held
         if not held:
             return []
-        return [f"{len(held)} channel group(s) left whole, their channels normalised together: "
-                + "; ".join(held[:3]) + (" ..." if len(held) > 3 else "")]
+        return [f"{len(held)} channel group(s) left whole (channels normalised together, or split into chunks "
+                "by the model's code): " + "; ".join(held[:3]) + (" ..." if len(held) > 3 else "")]
 
 
 def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,
@@ -286,6 +288,7 @@ class _Redundancy:
         self.edges: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(groups)
         self.labels = [np.arange(g.size) for g in groups]
         self.R = np.ones(len(groups))
+        self.warm = ENGINES[resolve_backend(config.backend)].warm  # each refresh starts from the last partition
         # producer module -> (group index, its out slice): where a dropped input column lands
         self.producer_of = {s.module: (gi, s) for gi, g in enumerate(groups) for s in g.producers}
 
@@ -312,11 +315,11 @@ class _Redundancy:
             labels_of = self.labels[g]
             labels = labels_of[pos]
             merge = None
-            if by_norm or (rule != "error" and len(np.unique(labels)) == len(labels)):
+            counts = np.bincount(labels)
+            if by_norm or (rule != "error" and counts.max() == 1):  # every live channel alone
                 channel, size = int(pos[np.argmin(self.norms(g)[pos])]), 1
             else:
                 if rule == "norm-in-redundant":  # every channel that has a community partner
-                    counts = np.bincount(labels)
                     members = pos[counts[labels] > 1]
                 elif rule == "error":
                     members = pos
@@ -359,12 +362,9 @@ class _Redundancy:
         With ``flush=False`` queued downdates wait (the group's graph only loses the
         channels removed since).
         """
-        from .community import louvain_graph
-        from .community.graph import symmetric_union
-
         if not which:
             return
-        parts, weights, offsets = [], [], [0]
+        parts, weights, offsets, initial = [], [], [0], []
         for g in which:
             if flush:
                 self.flush(g)
@@ -375,11 +375,14 @@ class _Redundancy:
             rank = torch.as_tensor(np.cumsum(self.alive[g]) - 1, device=ei.device)
             parts.append(rank[ei] + offsets[-1])
             weights.append(w)
+            if self.warm:  # the partition so far, as a warm start (labels made unique across the batch)
+                initial.append(np.unique(self.labels[g][self.alive[g]], return_inverse=True)[1] + offsets[-1])
             offsets.append(offsets[-1] + int(self.alive[g].sum()))
         ptr = torch.tensor(offsets, device=self.device)
         ug = symmetric_union(torch.cat(parts, 1), torch.cat(weights), offsets[-1], ptr)
         labels = louvain_graph(ug, backend=self.config.backend, resolution=self.config.resolution,
-                               seed=self.config.seed, consecutive=False).cpu().numpy()
+                               seed=self.config.seed, consecutive=False,
+                               initial=torch.as_tensor(np.concatenate(initial)) if self.warm else None).cpu().numpy()
         for k, g in enumerate(which):
             live = labels[offsets[k]:offsets[k + 1]]
             self.labels[g] = np.full(self.groups[g].size, -1, dtype=np.int64)
@@ -551,7 +554,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     config = config.resolved(calibration is not None)
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
-    with (stopwatch or Stopwatch(device)).lap("features"):
+    with (stopwatch or Stopwatch(device)).lap("features"), stage("features", model):
         feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
                                  calibration=calibration, pool=config.pool, device=device)
     if config.allocation != "srp":

@@ -119,16 +119,20 @@ def thresholds(features: GroupFeatures, *, z: float | None = None, tau: float | 
 def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Directed edges ``(i, j)`` (both directions present) and weights from a similarity matrix."""
     n = s.shape[0]
-    keep = (s >= tau) & (s > 0)
-    keep.fill_diagonal_(False)
-    if k_max is not None and k_max < n - 1:
-        masked = torch.where(keep, s, torch.full_like(s, -torch.inf))
-        _, nbr = masked.topk(k_max, dim=1)
-        top = torch.zeros_like(keep)
-        top.scatter_(1, nbr, True)
-        top &= keep
-        keep = top | top.T  # union of both directions
-    i, j = keep.nonzero(as_tuple=True)
+    if k_max is None or k_max >= n - 1:
+        keep = (s >= tau) & (s > 0)
+        keep.fill_diagonal_(False)
+        i, j = keep.nonzero(as_tuple=True)
+        return torch.stack([i, j]), s[i, j]
+    # each row's k_max strongest others that pass the threshold: among its k_max + 1 strongest
+    # entries, the first k_max that are not its own (no n x n mask is built)
+    vals, nbr = s.topk(k_max + 1, dim=1)
+    rows = torch.arange(n, device=s.device)[:, None].expand_as(nbr)
+    other = nbr != rows
+    sel = other & (other.cumsum(1) <= k_max) & (vals >= tau) & (vals > 0)
+    i, j = rows[sel], nbr[sel]
+    key = torch.cat([i * n + j, j * n + i]).unique()  # union of both directions, row-major like nonzero()
+    i, j = key // n, key % n
     return torch.stack([i, j]), s[i, j]
 
 

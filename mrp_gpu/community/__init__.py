@@ -6,11 +6,12 @@
 >>> louvain(ei, num_nodes=6, backend="igraph").tolist()
 [0, 0, 0, 1, 1, 1]
 
-Engines (``backend=``): ``igraph`` (CPU default), ``torch`` (the project's batched
-Louvain, CPU or CUDA), ``cugraph`` (RAPIDS, GPU), ``networkx`` (slow; the test
-oracle). ``auto`` picks cuGraph when usable, else torch on CUDA when a GPU is
-present, else igraph; the ``MRP_GPU_LOUVAIN_BACKEND`` environment variable
-overrides ``auto``.
+Engines (``backend=``): ``igraph`` (CPU default), ``leiden`` (igraph's Leiden on the
+modularity objective: Louvain plus a refinement that keeps communities connected;
+warm-starts from a given partition), ``torch`` (the project's batched Louvain, CPU or
+CUDA), ``cugraph`` (RAPIDS, GPU), ``networkx`` (slow; the test oracle). ``auto``
+picks cuGraph when usable, else torch on CUDA when a GPU is present, else igraph;
+the ``MRP_GPU_LOUVAIN_BACKEND`` environment variable overrides ``auto``.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ class Engine:
     available: Callable[[], bool]
     install: str
     device: str | None = None  # where the engine wants the graph; None: where it already is
+    warm: bool = False  # takes ``initial=`` labels to start from
 
 
 ENGINES: dict[str, Engine] = {
     "igraph": Engine(engines.louvain_igraph, lambda: engines.has_igraph, "pip install python-igraph", "cpu"),
+    "leiden": Engine(engines.leiden_igraph, lambda: engines.has_igraph, "pip install python-igraph", "cpu",
+                     warm=True),
     "torch": Engine(louvain_torch, lambda: True, "pip install torch"),
     "cugraph": Engine(engines.louvain_cugraph, engines.cugraph_usable,
                       "pip install cugraph-cu12 cupy-cuda12x (needs an NVIDIA GPU)"),
@@ -69,11 +73,13 @@ def resolve_backend(backend: str = "auto") -> str:
 
 
 def louvain_graph(graph: UnionGraph, *, backend: str = "auto", resolution: float = 1.0,
-                  seed: int = 0, consecutive: bool = True) -> torch.Tensor:
+                  seed: int = 0, consecutive: bool = True, initial: torch.Tensor | None = None) -> torch.Tensor:
     """Labels for a checked :class:`UnionGraph`.
 
     With ``consecutive`` (default) labels run 0, 1, ... by first node, unique across the
     batch; otherwise they are the engine's own (still never shared by two graphs).
+    ``initial`` labels (never shared by two graphs) warm-start the engines that can
+    start from a partition (``leiden``); the others ignore them.
     """
     name = resolve_backend(backend)
     engine = ENGINES[name]
@@ -82,7 +88,8 @@ def louvain_graph(graph: UnionGraph, *, backend: str = "auto", resolution: float
     if device is not None and torch.device(device) != graph.device:
         g = UnionGraph(graph.src.to(device), graph.dst.to(device), graph.weight.to(device), graph.num_nodes,
                        graph.ptr.to(device))
-    labels = engine.run(g, resolution=resolution, seed=seed).to(graph.device)
+    warm = {"initial": initial} if (engine.warm and initial is not None) else {}
+    labels = engine.run(g, resolution=resolution, seed=seed, **warm).to(graph.device)
     return relabel(labels, graph.ptr) if consecutive else labels
 
 
