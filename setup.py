@@ -33,7 +33,9 @@ setup(
     ],
     extras_require={
         "gpu": ["numba>=0.59", "numba-cuda>=0.10", "cupy-cuda12x>=13", "cugraph-cu12>=24.10"],
+        "timm": ["timm>=0.9"],
         "dev": [
+            "timm>=0.9",
             "pytest>=8",
             "ruff>=0.5",
             "hypothesis>=6.100",

@@ -1,13 +1,19 @@
-"""Every torchvision classifier through ``mrp_gpu.api.check``: pruned correctly, or refused clearly.
+"""Every torchvision classifier (or a timm selection) through ``mrp_gpu.api.check``: pruned, or refused clearly.
 
 For each model (random weights, small input): MRP to ``--target`` MACs reduction
 (``step=0.2``: a fifth of the chosen group per iteration, to keep the sweep short),
 slice, and verify that the masked and sliced models agree, the output shape is
 unchanged, and the analytic MACs and parameters equal Torch-Pruning's count on the
-sliced model. A model mrp_gpu cannot prune must be refused with a message naming
-what it cannot handle. Writes ``OUT/zoo.json`` and ``OUT/zoo.md``.
+sliced model. A model whose groups are all pruned is ``pruned``; one with groups left
+whole (normalised together, split by the model's code, through attention) is
+``partly pruned``; a model mrp_gpu cannot prune must be ``refused`` with a message
+naming what it cannot handle; anything else is an ``error`` (a bug). Writes
+``OUT/zoo.json`` and ``OUT/zoo.md`` (``--zoo timm``: ``OUT/zoo_timm.*``, the
+``TIMM_MODELS`` below, at least one per family), and the status of every model to
+the package's ``zoo/support.json`` (what ``mrp-gpu models`` shows).
 
     python benchmarks/zoo_sweep.py --out benchmarks/results
+    python benchmarks/zoo_sweep.py --zoo timm --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -27,15 +33,27 @@ from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.errors import MRPError
 from mrp_gpu.io import atomic_write_text
-from mrp_gpu.models import ZOO_DIR, create_model, list_models
+from mrp_gpu.models import ZOO_DIR, create_model, default_input_size, list_models
 
-FULL_SIZE = ("vit_", "swin", "maxvit")  # position embeddings / windows fix the input size
+# position embeddings, windows or token-mixing layers fix the input size of these
+FULL_SIZE = ("vit_", "swin", "maxvit", "timm/vit_", "timm/deit", "timm/swin", "timm/mixer", "timm/resmlp",
+             "timm/levit", "timm/pit_", "timm/coat", "timm/efficientformer", "timm/visformer", "timm/botnet",
+             "timm/halonet", "timm/mobilevit", "timm/efficientvit")
+TIMM_MODELS = (  # one or more per family: CNNs of every shape, hybrids, attention, MLP-mixers
+    "resnet18", "resnet26d", "seresnet18", "resnext26ts", "res2net50_14w_8s", "regnetx_002", "regnety_002",
+    "densenet121", "dla34", "dpn48b", "vgg11", "repvgg_a0", "cspresnet50", "darknet17", "hrnet_w18_small",
+    "selecsls42b", "inception_v3", "efficientnet_b0", "tf_efficientnet_lite0", "mixnet_s", "mobilenetv2_050",
+    "mobilenetv3_small_050", "mobilenetv4_conv_small", "mnasnet_small", "lcnet_050", "tinynet_e", "ghostnet_100",
+    "rexnet_100", "hardcorenas_a", "gernet_s", "nf_resnet26", "convnext_atto", "convnextv2_atto",
+    "edgenext_xx_small", "fastvit_t8", "poolformer_s12", "mobilevit_xxs", "efficientvit_b0", "levit_128s",
+    "botnet26t_256", "vit_tiny_patch16_224", "deit_tiny_patch16_224", "pit_ti_224", "mixer_s32_224",
+    "resmlp_12_224")
 
 
 def input_size(name: str) -> tuple[int, int, int]:
     if name.startswith(FULL_SIZE):
-        return (3, 224, 224)
-    return (3, 96, 96) if name == "inception_v3" else (3, 64, 64)
+        return default_input_size(name)
+    return (3, 96, 96) if name.endswith("inception_v3") else (3, 64, 64)
 
 
 def make_model(name: str) -> torch.nn.Module:
@@ -58,7 +76,9 @@ def sweep_one(name: str, target: float) -> dict:
     t0 = time.time()
     try:
         record = check_model(name, target)
-        status, reason = "pruned", ""
+        held = record.get("held", [])
+        status = "partly pruned" if held else "pruned"
+        reason = f"{len(held)} group(s) left whole, e.g. {held[0]}" if held else ""
     except MRPError as e:  # a clean refusal
         record, status, reason = {}, "refused", str(e)
     except Exception as e:  # a bug: reported as such, never hidden
@@ -75,11 +95,15 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="", help="comma list (default: every torchvision classifier)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--merge", action="store_true", help="replace only these models' rows in OUT/zoo.json")
+    ap.add_argument("--zoo", choices=("torchvision", "timm"), default="torchvision")
     args = ap.parse_args(argv)
-    names = args.models.split(",") if args.models else [n for n in list_models() if n not in
-                                                          ("demo", "vgg16_cifar") and not n.startswith("resnet") or
-                                                          n in ("resnet18", "resnet34", "resnet50", "resnet101",
-                                                                "resnet152")]
+    if args.zoo == "timm":
+        names = [f"timm/{n}" for n in (args.models.split(",") if args.models else TIMM_MODELS)]
+    else:
+        names = args.models.split(",") if args.models else [
+            n for n in list_models() if n not in ("demo", "vgg_demo", "vgg16_cifar") and not n.startswith("resnet")
+            or n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")]
+    stem = "zoo_timm" if args.zoo == "timm" else "zoo"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -89,41 +113,52 @@ def main(argv=None) -> int:
         print(f"{name:24s} {r['status']:8s} {r['seconds']:6.1f}s {r.get('reason', '')[:100]}", flush=True)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": date.today().isoformat(),
               "machine": f"{platform.machine()}, CPU, {torch.get_num_threads()} threads", "target": args.target,
-              "torch": torch.__version__, "models": rows}
-    if args.merge and (out / "zoo.json").is_file():
-        old = json.loads((out / "zoo.json").read_text())
+              "torch": torch.__version__, "zoo": args.zoo, "models": rows}
+    if args.zoo == "timm":
+        import timm
+
+        result["timm"] = timm.__version__
+    if args.merge and (out / f"{stem}.json").is_file():
+        old = json.loads((out / f"{stem}.json").read_text())
         new = {r["model"]: r for r in rows}
         old["models"] = [new.pop(r["model"], r) for r in old["models"]] + list(new.values())
         old.setdefault("reruns", []).append(result["command"])
         result = old
-    atomic_write_text(out / "zoo.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "zoo.md", markdown(result))
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1))
+    atomic_write_text(out / f"{stem}.md", markdown(result))
     atomic_write_text(SUPPORT_FILE, json.dumps(support(result), indent=1) + "\n")
     print(markdown(result))
     return 0
 
 
 def support(result) -> dict:
-    """What ``mrp-gpu models`` shows: each model's status in this sweep, and why a refusal."""
-    return {"date": result["date"], "target": result["target"],
-            "models": {r["model"]: {"status": r["status"], "reason": r["reason"].split(" | ")[0][:160]}
-                       for r in result["models"]}}
+    """What ``mrp-gpu models`` shows: each model's status in the sweeps, and why (this sweep's rows
+    replace their own models' entries; the other zoo's stay)."""
+    old = json.loads(SUPPORT_FILE.read_text()) if SUPPORT_FILE.is_file() else {"models": {}}
+    models = {k: v for k, v in old["models"].items() if k.startswith("timm/") != (result.get("zoo") == "timm")}
+    models.update({r["model"]: {"status": r["status"], "reason": r["reason"].split(" | ")[0][:160]}
+                   for r in result["models"]})
+    dates = {**old.get("dates", {}), result.get("zoo", "torchvision"): result["date"]}
+    return {"dates": dates, "target": result["target"], "models": dict(sorted(models.items()))}
 
 
 def markdown(result) -> str:
     rows = result["models"]
-    ok = [r for r in rows if r["status"] == "pruned"]
-    lines = [f"# torchvision zoo sweep: MRP to -{result['target']:.0%} MACs", "",
-             f"{result['date']}, {result['machine']}, torch {result['torch']}; `{result['command']}`.", "",
-             f"**{len(ok)} of {len(rows)}** models pruned and verified (masked == sliced, output shape kept, "
-             "analytic MACs/params == counted); the others refused with the reason below. \"masked vs sliced\" is "
-             "the largest absolute difference of the outputs; the check allows 1e-3 of the outputs' largest "
-             "magnitude, which random weights make large in some models.", "",
+    count = {s: sum(r["status"] == s for r in rows) for s in ("pruned", "partly pruned", "refused", "error")}
+    zoo = result.get("zoo", "torchvision")
+    versions = f"torch {result['torch']}" + (f", timm {result['timm']}" if "timm" in result else "")
+    lines = [f"# {zoo} zoo sweep: MRP to -{result['target']:.0%} MACs", "",
+             f"{result['date']}, {result['machine']}, {versions}; `{result['command']}`.", "",
+             f"**{count['pruned']} pruned, {count['partly pruned']} partly pruned (groups left whole), "
+             f"{count['refused']} refused, {count['error']} errors, of {len(rows)}**. Pruned means verified: masked "
+             "== sliced, output shape kept, analytic MACs/params == counted; a refusal names its reason. \"masked "
+             "vs sliced\" is the largest absolute difference of the outputs; the check allows 1e-3 of the outputs' "
+             "largest magnitude, which random weights make large in some models.", "",
              "| model | result | groups | MACs removed | masked vs sliced | note |", "|---|---|---|---|---|---|"]
     for r in rows:
-        if r["status"] == "pruned":
-            lines.append(f"| {r['model']} | pruned | {r['groups']} | {r['macs_reduction']:.1%} | "
-                         f"{r['max_abs_diff_masked_vs_sliced']:.1e} | |")
+        if r["status"] in ("pruned", "partly pruned"):
+            lines.append(f"| {r['model']} | {r['status']} | {r['groups']} | {r['macs_reduction']:.1%} | "
+                         f"{r['max_abs_diff_masked_vs_sliced']:.1e} | {r['reason'][:140]} |")
         else:
             lines.append(f"| {r['model']} | {r['status']} | | | | {r['reason'].splitlines()[0][:140]} |")
     return "\n".join(lines) + "\n"

@@ -265,6 +265,7 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     if not ok_cost:
         raise ModelError(f"analytic costs ({p.macs_after} MACs, {p.params_after} params) differ from the counted "
                          f"ones ({int(macs)}, {int(params)}) on the sliced model")
-    return {"groups": len(groups), "channels": int(groups.sizes.sum()), "macs_before": p.macs_before,
+    return {"groups": len(groups), "held": list(groups.held), "channels": int(groups.sizes.sum()),
+            "macs_before": p.macs_before,
             "macs_after": p.macs_after, "macs_reduction": p.macs_reduction, "params_before": p.params_before,
             "params_after": p.params_after, "max_abs_diff_masked_vs_sliced": diff}

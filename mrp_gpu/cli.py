@@ -401,13 +401,18 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    from fnmatch import fnmatch
+
     from .models import SHIPPED, default_input_size, list_models, model_card, support
 
     swept = support()
     if swept["models"]:
-        print(f"# status: the zoo sweep of {swept['date']} (MRP to -{swept['target']:.0%} MACs, "
-              "benchmarks/zoo_sweep.py); no status: not swept")
-    for name in list_models(args.pattern):
+        dates = ", ".join(f"{zoo} {day}" for zoo, day in swept.get("dates", {}).items())
+        print(f"# status: the zoo sweeps ({dates}; MRP to -{swept['target']:.0%} MACs, benchmarks/zoo_sweep.py): "
+              "pruned, partly pruned (groups left whole), refused; no status: not swept. Any timm model: "
+              "timm/<name>")
+    timm_swept = [n for n in swept["models"] if n.startswith("timm/") and fnmatch(n, args.pattern)]
+    for name in list_models(args.pattern) + timm_swept:
         note = ""
         status = swept["models"].get(name)
         if status is not None:
@@ -415,7 +420,11 @@ def _cmd_models(args) -> int:
         if name in SHIPPED:
             card = model_card(name)
             note = f"  trained on Fashion-MNIST, {card['epochs']} epochs, test accuracy {card['test_accuracy']:.1%}"
-        print(f"{name:28s} {'x'.join(map(str, default_input_size(name)))}{note}")
+        try:
+            size = "x".join(map(str, default_input_size(name)))
+        except MRPError:  # a swept timm model without timm installed
+            size = "?"
+        print(f"{name:28s} {size}{note}")
     return 0
 
 

@@ -140,6 +140,8 @@ def activation_features(model: nn.Module, groups: ChannelGroups, batch: torch.Te
 
     def hook_for(name):
         def hook(module, args, out):
+            if out.dim() == 3 and isinstance(module, (nn.Linear, nn.LayerNorm)):  # tokens: [B, T, C]
+                out = out.transpose(1, 2)
             if out.dim() == 4:
                 y = F.adaptive_avg_pool2d(out, pool)
             elif out.dim() == 3:

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning.ops import OPTYPE
 
+from .attention import ActivationProducts, inside
 from .config import TRACE_TIMEOUT
 from .cost import CallRecord, CostModel, build_cost_model, record_calls
 from .errors import ModelError, stage
@@ -32,8 +33,7 @@ __all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "examp
 
 # Node types whose channel dimension is one: what enters is what leaves.
 _TWO_DIMS = {OPTYPE.CONV, OPTYPE.LINEAR}
-_REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.MHA: "nn.MultiheadAttention", OPTYPE.LSTM: "nn.LSTM",
-            OPTYPE.CUSTOMIZED: "customized layer"}
+_REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.LSTM: "nn.LSTM", OPTYPE.CUSTOMIZED: "customized layer"}
 # Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole.
 _NORMALISED_TOGETHER = {OPTYPE.LN, OPTYPE.GN}
 # Channels cut into chunks by torch.split/chunk/unbind: the sizes live in the model's code, so such groups
@@ -41,20 +41,20 @@ _NORMALISED_TOGETHER = {OPTYPE.LN, OPTYPE.GN}
 _SPLITS = {OPTYPE.SPLIT, OPTYPE.UNBIND}
 
 
-def _attention_modules() -> tuple[type, ...]:
+def _windowed_attention() -> tuple[type, ...]:
     """Attention layers refused before tracing: following them costs the tracer more memory than a machine has."""
     from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
     from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-    return nn.MultiheadAttention, ShiftedWindowAttention, RelativePositionalMultiHeadAttention
+    return ShiftedWindowAttention, RelativePositionalMultiHeadAttention
 
 
-def _refuse_attention(model: nn.Module) -> None:
-    kinds = _attention_modules()
+def _refuse_windowed_attention(model: nn.Module) -> None:
+    kinds = _windowed_attention()
     for name, module in model.named_modules():
         if isinstance(module, kinds):
-            raise ModelError(f"cannot prune channels that run through attention: {name!r} "
-                             f"({type(module).__name__}); mrp_gpu prunes convolutional networks")
+            raise ModelError(f"cannot trace the windowed attention {name!r} ({type(module).__name__}) within "
+                             "memory; mrp_gpu prunes convolutional networks and the MLPs of plain transformers")
 
 
 def _grouped_convs(model: nn.Module) -> tuple[str, ...]:
@@ -182,6 +182,18 @@ def _node_name(DG, node) -> str:
     return DG._module2name.get(node.module) or f"<{type(node.module).__name__}>"
 
 
+def _attention_in(DG, group, attention) -> str | None:
+    """The attention layer a Torch-Pruning group runs through, if any (by structure, or nn.MultiheadAttention)."""
+    for item in group.items:
+        name = _node_name(DG, item.dep.target)
+        if item.dep.target.type == OPTYPE.MHA:
+            return name
+        found = inside(name, attention)
+        if found is not None:
+            return found or "the model's own forward"
+    return None
+
+
 def _dim(DG, item) -> str:
     node = item.dep.target
     return "in" if node.type in _TWO_DIMS and DG.is_in_channel_pruning_fn(item.dep.handler) else "out"
@@ -228,14 +240,17 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         When a group runs through a layer type mrp_gpu cannot prune, naming it; when
         the trace runs out of time; when grouping fails, naming the stage.
     """
-    _refuse_attention(model)
+    _refuse_windowed_attention(model)
     was_training = model.training
     x = example_input(input_size, device=device)
     records: list[CallRecord] = []
     outputs: list[torch.Tensor] = []
+    watch = ActivationProducts(model)
 
     def forward_fn(m, inputs):
-        out = record_calls(m, inputs, records)
+        with watch:
+            watch.mark(inputs)
+            out = record_calls(m, inputs, records)
         outputs.extend(tp.utils.flatten_as_list(out))
         return out
 
@@ -254,11 +269,12 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         model.train(was_training)
 
     with stage("grouping", model):
-        return _collect(model, DG, tp_groups, outputs, records, input_size)
+        return _collect(model, DG, tp_groups, outputs, records, input_size, tuple(watch.found))
 
 
-def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size) -> ChannelGroups:
-    """Torch-Pruning's groups as :class:`ChannelGroups`, with the cost model."""
+def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, attention) -> ChannelGroups:
+    """Torch-Pruning's groups as :class:`ChannelGroups`, with the cost model; groups that run
+    through ``attention`` (module names) are left whole."""
     output_fns = {o.grad_fn for o in outputs if o.grad_fn is not None}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     groups, held = [], []
@@ -272,6 +288,10 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size) -> C
             continue
         if any(item.dep.target.type in _SPLITS for item in g.items):  # the chunk sizes are in the model's code
             held.append(f"{_node_name(DG, g[0].dep.target)} (its output is split into chunks by the model's code)")
+            continue
+        through = _attention_in(DG, g, attention)
+        if through is not None:  # heads and q/k pairs: not prunable one channel at a time
+            held.append(f"{_node_name(DG, g[0].dep.target)} (runs through the attention {through!r})")
             continue
         slices = []
         for item in g.items:

@@ -188,7 +188,27 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in names if fnmatch(n, pattern)]
 
 
+TIMM = "timm/"  # prefix of a timm architecture: ``timm/resnet50``, ``timm/vit_small_patch16_224``
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise ModelError('timm models need timm: pip install "mrp_gpu[timm]"') from None
+    return timm
+
+
 def _check_name(name: str) -> None:
+    if name.startswith(TIMM):
+        arch = name[len(TIMM):]
+        if arch not in _timm().list_models():
+            import difflib
+
+            close = difflib.get_close_matches(arch, _timm().list_models(), n=3)
+            hint = f" (did you mean {', '.join(TIMM + c for c in close)}?)" if close else ""
+            raise ModelError(f"unknown timm model {arch!r}{hint}")
+        return
     if name not in _REGISTRY and name not in _torchvision_names():
         import difflib
 
@@ -200,7 +220,12 @@ def _check_name(name: str) -> None:
 def default_input_size(name: str, in_chans: int | None = None) -> tuple[int, int, int]:
     """(C, H, W) the model is built for: 3x32x32 CIFAR-style, 3x224x224 torchvision."""
     _check_name(name)
-    if name in _REGISTRY:
+    if name.startswith(TIMM):
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name[len(TIMM):])
+        c, h, w = cfg.input_size if cfg is not None else (3, 224, 224)
+    elif name in _REGISTRY:
         c, h, w = _REGISTRY[name].input_size
     else:
         c, h, w = 3, *((299, 299) if name == "inception_v3" else (224, 224))
@@ -280,7 +305,7 @@ def model_card(name: str) -> dict:
 
 def support() -> dict:
     """Each zoo model's status in the last committed zoo sweep (``benchmarks/zoo_sweep.py``):
-    ``{"date", "target", "models": {name: {"status", "reason"}}}``; empty when not shipped."""
+    ``{"dates": {zoo: date}, "target", "models": {name: {"status", "reason"}}}``; empty when not shipped."""
     path = ZOO_DIR / "support.json"
     return json.loads(path.read_text()) if path.is_file() else {"models": {}}
 
@@ -297,19 +322,27 @@ def create_model(
     Parameters
     ----------
     name : str
-        ``resnet20/32/44/56/110``, ``vgg16_cifar``, ``demo``, ``vgg_demo`` or any torchvision
-        classification model (``resnet50``, ``mobilenet_v2``, ...).
+        ``resnet20/32/44/56/110``, ``vgg16_cifar``, ``demo``, ``vgg_demo``, any torchvision
+        classification model (``resnet50``, ``mobilenet_v2``, ...), or ``timm/<name>`` for
+        any timm architecture (``pip install "mrp_gpu[timm]"``; weights from a local file).
     num_classes, in_chans : int, optional
         Output classes and input channels; the entry's defaults when None.
     weights : str or Path or None
         ``"default"``: the shipped weights for ``demo`` and ``vgg_demo``, random initialisation
         otherwise; ``None``: random initialisation; a path: a local state_dict;
-        any other string: a torchvision weights enum name such as ``IMAGENET1K_V2``.
+        any other string: a torchvision weights enum name such as ``IMAGENET1K_V2``
+        (never downloaded for timm).
     """
     _check_name(name)
     is_file = weights not in (None, "default") and (
         Path(weights).suffix in {".safetensors", ".pt", ".pth", ".bin", ".ckpt"} or Path(weights).exists())
-    if name in _REGISTRY:
+    if name.startswith(TIMM):
+        if weights not in (None, "default") and not is_file:
+            raise WeightsError(f"{name}: named timm weights would be downloaded; pass a local state_dict file "
+                               f"(got {weights!r})")
+        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if v is not None}
+        model = _timm().create_model(name[len(TIMM):], pretrained=False, **kwargs)
+    elif name in _REGISTRY:
         entry = _REGISTRY[name]
         kwargs = {"num_classes": num_classes or entry.num_classes}
         if in_chans is not None:

@@ -22,7 +22,13 @@ from .community.graph import symmetric_union
 from .errors import TargetError, stage
 from .groups import ChannelGroups
 from .plan import PruningPlan
-from .redundancy import ERROR_RULES, NEEDS_SIMILARITY, largest_community, most_replaceable
+from .redundancy import (
+    ERROR_RULES,
+    NEEDS_SIMILARITY,
+    Precision,
+    largest_community,
+    most_replaceable,
+)
 from .similarity import similarity_edges, thresholds
 from .timing import Stopwatch
 
@@ -273,6 +279,7 @@ class _Redundancy:
         self.loudness = [output_scale(model, g).double().cpu().numpy() for g in groups]
         self.salience = ([self.loudness[gi] ** 2 * consumer_energy(model, g).numpy() for gi, g in enumerate(groups)]
                          if config.replace in ERROR_RULES else None)
+        self.prec: list[tuple | None] = [None] * len(groups)  # error rules: (Precision, channel -> its row)
         for gi, g in enumerate(groups):
             w = weight_matrix(model, g).to(device)
             s = bn_scale(model, g)
@@ -325,7 +332,8 @@ class _Redundancy:
                     members = pos
                 else:
                     members = pos[largest_community(labels)]
-                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g], live=pos,
+                share = self.unexplained(g) if rule in ERROR_RULES else None
+                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g], share=share,
                                                salience=None if self.salience is None else self.salience[g])[0])
                 size = int((labels_of[members] == labels_of[channel]).sum())
                 others = members[(members != channel) & (labels_of[members] == labels_of[channel])]
@@ -344,7 +352,26 @@ class _Redundancy:
             cols = torch.cat(self.pending[g], 1)
             self.gram[g].sub_(cols @ cols.T)
             self.pending[g] = []
-            self.sim[g] = self.edges[g] = None
+            self.sim[g] = self.edges[g] = self.prec[g] = None
+
+    def unexplained(self, g: int) -> np.ndarray:
+        """The share of each live channel of ``g`` its other live channels cannot rebuild (0 for removed ones).
+
+        The precision matrix of the live channels is inverted once, then each removal
+        updates its diagonal (:class:`~mrp_gpu.redundancy.Precision`): O(n k) a step.
+        Inside one quantum of several channels the share is that of the quantum's start.
+        """
+        if self.prec[g] is None:
+            live = np.flatnonzero(self.alive[g])
+            at = torch.as_tensor(live, device=self.gram[g].device)
+            where = np.full(self.groups[g].size, -1)
+            where[live] = np.arange(len(live))
+            self.prec[g] = (Precision(self.gram[g][at][:, at]), where)
+        prec, where = self.prec[g]
+        share = np.zeros(self.groups[g].size)
+        inside = where >= 0
+        share[inside] = prec.share().cpu().numpy()[where[inside]]
+        return share
 
     def similarity(self, g: int) -> torch.Tensor:
         """Cosine similarities of group ``g`` (rows and columns of removed channels are 0)."""
@@ -397,6 +424,10 @@ class _Redundancy:
         """
         channels = np.asarray(channels)
         self.alive[g][channels] = False
+        if self.prec[g] is not None:
+            prec, where = self.prec[g]
+            for r in np.atleast_1d(channels).tolist():
+                prec.drop(int(where[r]))
         if self.sim[g] is not None:
             idx = torch.as_tensor(channels, device=self.sim[g].device)
             self.sim[g][idx] = 0
@@ -447,21 +478,25 @@ class _Redundancy:
         return cols[torch.as_tensor(order, device=cols.device)].float().to(self.device)
 
 
-def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None) -> list[dict]:
-    """Group ``g`` alone through the SRP step, ``limit`` times or until one channel is left.
+def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None, step: float = 1) -> list[dict]:
+    """Group ``g`` alone through the SRP step, ``limit`` removals or until one channel is left.
 
-    One record per removal: the channel, its merge (None when it was alone in its
-    community), its community's size, and ``R`` of the group before and after.
+    ``step`` channels go between two community updates (a count, or a fraction of the
+    live width; ``MRPConfig.step``). One record per removal: the channel, its merge
+    (None when it was alone in its community), its community's size, and ``R`` of the
+    group before and after its quantum.
     """
     state.refresh([g])
     steps = []
-    while state.alive[g].sum() > 1 and (limit is None or len(steps) < limit):
+    while (live := int(state.alive[g].sum())) > 1 and (limit is None or len(steps) < limit):
+        k = int(step) if step >= 1 else max(1, round(step * live))
+        k = min(k, live - 1, (limit - len(steps)) if limit is not None else live)
         r_before = float(state.R[g])
-        (channel, size, merge), = state.pick(g, 1, rule, partners=True)
-        state.remove(g, [channel], propagate=False)
+        picked = state.pick(g, k, rule, partners=True)
+        state.remove(g, [c for c, _, _ in picked], propagate=False)
         state.refresh([g], flush=False)
-        steps.append({"channel": channel, "merge": merge, "community_size": size, "R_before": r_before,
-                      "R_after": float(state.R[g])})
+        steps += [{"channel": c, "merge": merge, "community_size": size, "R_before": r_before,
+                   "R_after": float(state.R[g])} for c, size, merge in picked]
     return steps
 
 
@@ -485,7 +520,7 @@ def removal_order(model, groups: ChannelGroups, group: str, config,
     feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
                              calibration=calibration, pool=config.pool, device=device)
     g = groups.index(group)
-    steps = _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace)
+    steps = _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace, step=config.step)
     order = [t["channel"] for t in steps]
     return order + sorted(set(range(groups[g].size)) - set(order)), [t["merge"] for t in steps]
 
@@ -512,7 +547,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
     budget = Budget(groups, None)
     trajectory, merges, R1 = [], [], R0.copy()
     for g, n in enumerate(counts):  # one state serves every group: removals do not propagate
-        for t in _group_steps(state, g, config.replace, limit=int(groups.sizes[g] - n)):
+        for t in _group_steps(state, g, config.replace, limit=int(groups.sizes[g] - n), step=config.step):
             budget.remove(g, t["channel"])
             if config.compensate and t["merge"] is not None:
                 merges.append(t["merge"])

@@ -44,7 +44,7 @@ import torch
 from .io import atomic_write_text
 
 __all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable",
-           "NEEDS_SIMILARITY", "ERROR_RULES", "unexplained"]
+           "NEEDS_SIMILARITY", "ERROR_RULES", "precision", "Precision", "unexplained"]
 
 
 @dataclass(frozen=True)
@@ -111,18 +111,51 @@ ERROR_RULES = ("error", "error-in-community")
 NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction", "reconstruction-norm", *ERROR_RULES}
 
 
-def unexplained(gram: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
-    """Share of each channel that the others cannot rebuild by least squares: ``1 / [C^-1]_ii``
-    of the (ridge-regularised) correlation matrix of ``gram``. [n]"""
+def precision(gram: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Inverse of the ridge-regularised correlation matrix of ``gram`` (float64). [n, n]
+
+    ``1 / P_ii`` is the share of channel ``i`` the others cannot rebuild by least squares.
+    """
     g = gram.double()
     d = g.diagonal().clamp_min(1e-30).rsqrt()
     c = g * d[:, None] * d[None, :]
-    c = c + ridge * torch.eye(len(c), dtype=c.dtype, device=c.device)
-    return 1.0 / torch.linalg.inv(c).diagonal()
+    return torch.linalg.inv(c + ridge * torch.eye(len(c), dtype=c.dtype, device=c.device))
+
+
+class Precision:
+    """The diagonal of the precision matrix of a set of channels, as channels are dropped.
+
+    Dropping channel ``r`` turns ``P`` into its Schur complement ``P - P[:, r] P[r, :] / P[r, r]``,
+    the precision of the others. Kept in factored form, ``P = P0 - V V^T`` with one
+    column of ``V`` per dropped channel, a drop costs O(n k) (``k`` dropped so far)
+    instead of the O(n^2) of updating ``P`` or the O(n^3) of inverting anew.
+    """
+
+    def __init__(self, gram: torch.Tensor, ridge: float = 1e-3):
+        self.p0 = precision(gram, ridge)
+        self.diag = self.p0.diagonal().clone()
+        self.v = torch.zeros(len(self.p0), 0, dtype=self.p0.dtype, device=self.p0.device)
+        self.gone = torch.zeros(len(self.p0), dtype=torch.bool, device=self.p0.device)
+
+    def drop(self, r: int) -> None:
+        col = self.p0[:, r] - self.v @ self.v[r]  # column r of the current P
+        col = col / col[r].clamp_min(1e-300).sqrt()
+        self.v = torch.cat([self.v, col[:, None]], 1)
+        self.gone[r] = True
+        self.diag = torch.where(self.gone, 0.0, self.diag - col * col)  # rounding leaves dropped ones at ~0
+
+    def share(self) -> torch.Tensor:
+        """``1 / P_ii`` of the channels still in (0 for the dropped ones). [n]"""
+        return torch.where(self.diag > 0, 1.0 / self.diag.clamp_min(1e-300), torch.zeros_like(self.diag))
+
+
+def unexplained(gram: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Share of each channel that the others cannot rebuild by least squares: ``1 / P_ii``. [n]"""
+    return 1.0 / precision(gram, ridge).diagonal()
 
 
 def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
-                     gram: torch.Tensor | None = None, k: int = 1, *, live: np.ndarray | None = None,
+                     gram: torch.Tensor | None = None, k: int = 1, *, share: np.ndarray | None = None,
                      salience: np.ndarray | None = None) -> np.ndarray:
     """The ``k`` most replaceable of ``members`` (positions), most replaceable first.
 
@@ -139,9 +172,10 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         ``NEEDS_SIMILARITY``.
     gram : Tensor [N, N], optional
         Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
-    live : ndarray, optional
-        ``error`` rules: positions of every live channel of the group (the survivors
-        that rebuild a removed one; default ``members``).
+    share : ndarray [N], optional
+        ``error`` rules: the unexplained share of every channel given every other live
+        channel of the group (``1 / P_ii``, :func:`precision`); by default computed from
+        ``gram`` over ``members`` alone.
     salience : ndarray [N], optional
         ``error`` rules: loudness squared times consumer weight energy per channel.
     """
@@ -166,11 +200,10 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         if rule == "reconstruction-norm":  # what is lost: the unexplained share of a channel, times its size
             score = score * norms[members]
     elif rule in ERROR_RULES:
-        live = members if live is None else live
-        lidx = torch.as_tensor(live, device=sim.device)
-        share = unexplained((gram if gram is not None else sim)[lidx][:, lidx]).cpu().numpy()
-        at = np.searchsorted(live, members)
-        score = -(share[at] * salience[members])
+        if share is None:
+            share = np.zeros(len(norms))
+            share[members] = unexplained(gram[idx][:, idx] if gram is not None else sub).cpu().numpy()
+        score = -(share[members] * salience[members])
     else:
         raise ValueError(f"unknown replace rule {rule!r}")
     order = np.lexsort((norms[members], -np.asarray(score)))  # best score, then smaller norm

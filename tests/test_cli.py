@@ -18,7 +18,7 @@ def test_prune_l1_resnet56_and_reload(tmp_path, capsys):
     stages = summary["stages"]
     assert list(stages)[:3] == ["load", "calibration", "trace"] and {"plan", "slice", "check", "save"} <= set(stages)
     assert "features" not in stages  # l1 computes no features
-    assert sum(stages.values()) <= summary["seconds"] + 1e-3
+    assert sum(stages.values()) <= summary["seconds"] + 0.01  # each rounded to 1 ms
     for f in ("plan.json", "model.safetensors", "arch.json", "summary.json"):
         assert (out / f).is_file()
     model = load_pruned(out)
@@ -202,6 +202,6 @@ def test_with_data_mrp_is_data_driven(tmp_path):
 def test_models_marks_what_the_zoo_sweep_refused(capsys):
     assert main(["models", "regnet_x_400mf"]) == 0
     out = capsys.readouterr().out
-    assert "refused: cannot prune the grouped convolution" in out and "zoo sweep of" in out
+    assert "refused: cannot prune the grouped convolution" in out and "zoo sweeps (" in out
     assert main(["models", "resnet50"]) == 0
     assert "  pruned" in capsys.readouterr().out

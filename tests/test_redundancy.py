@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrp_gpu.redundancy import largest_community, most_replaceable, unexplained
+from mrp_gpu.redundancy import Precision, largest_community, most_replaceable, precision, unexplained
 
 
 def _features(seed=0):
@@ -30,14 +30,28 @@ def test_error_rule_weighs_the_unrebuilt_share_by_salience():
     gram = f @ f.T
     sim = gram / torch.outer(gram.diagonal().sqrt(), gram.diagonal().sqrt())
     norms = np.ones(5)
-    members, live = np.array([2, 3, 4]), np.arange(5)
+    members = np.array([2, 3, 4])
+    share = unexplained(gram).numpy()  # rebuilt from every channel
     flat = np.ones(5)
-    assert most_replaceable("error", members, norms, sim, gram, live=live, salience=flat)[0] == 3
+    assert most_replaceable("error", members, norms, sim, gram, share=share, salience=flat)[0] == 3
     loud3 = flat.copy()
     loud3[3] = 1e9  # exactly rebuilt, but so loud that the ridge's tiny leftover still counts most
-    assert most_replaceable("error", members, norms, sim, gram, live=live, salience=loud3)[0] != 3
+    assert most_replaceable("error", members, norms, sim, gram, share=share, salience=loud3)[0] != 3
     # rebuilt only from the community: 3 = 0 + 1 is lost once 0 and 1 are not survivors it may use
-    assert most_replaceable("error", members, norms, sim, gram, live=members, salience=flat)[0] == 4
+    assert most_replaceable("error", members, norms, sim, gram, salience=flat)[0] == 4
+
+
+def test_precision_after_drops_equals_a_fresh_inverse():
+    f = _features(1)
+    gram = f @ f.T
+    p = Precision(gram)
+    p.drop(1)
+    p.drop(3)
+    keep = [0, 2, 4]
+    fresh = precision(gram[keep][:, keep]).diagonal()
+    assert torch.allclose(p.diag[keep], fresh, atol=1e-8) and p.diag[1] == 0 and p.diag[3] == 0
+    share = p.share()
+    assert torch.allclose(share[keep], unexplained(gram[keep][:, keep])) and share[1] == 0
 
 
 def test_largest_community_ties_go_to_the_lowest_label():
