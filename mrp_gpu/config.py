@@ -24,7 +24,9 @@ ALLOCATIONS = ("srp", "log-r", "uniform")
 METHODS = ("mrp", "l1", "fpgm", "random", "uniform")  # the planners of ``mrp_gpu.plan``
 # MRP as published (Gao et al. 2025): the SRP loop ranks layers by R alone, weight features,
 # and nothing carries a removed filter's signal on (compensation and refit are this package's).
-PAPER = {"allocation": "srp", "cost_aware": False, "features": "weight", "compensate": False, "refit": False}
+# The paper leaves "most replaceable" open; the member its community rebuilds best is the literal reading.
+PAPER = {"allocation": "srp", "cost_aware": False, "features": "weight", "compensate": False, "refit": False,
+         "replace": "reconstruction"}
 
 
 @dataclass(frozen=True)

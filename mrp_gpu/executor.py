@@ -62,16 +62,15 @@ def _removed_positions(plan: PruningPlan, groups: ChannelGroups) -> dict:
 @torch.no_grad()
 def _fold_merges(model: nn.Module, plan: PruningPlan, groups: ChannelGroups) -> None:
     """Compensation: add each removed channel's consumer weights to its partner's (in order)."""
-    for k, m in enumerate(plan.merges):
+    for m in plan.merges:
         for s in groups[m["group"]].consumers:
             layer = model.get_submodule(s.module)
             src = torch.as_tensor(s.idxs[s.channel == m["channel"]])
             dst = torch.as_tensor(s.idxs[s.channel == m["into"]])
             if len(src) == 0 or len(src) != len(dst):  # a consumer of part of the group: it reads only one
                 continue
-            if getattr(layer, "groups", 1) > 1:
-                raise PlanError(f"merges[{k}]: compensation through the grouped convolution {s.module!r} "
-                                "is not supported")
+            if getattr(layer, "groups", 1) > 1:  # the two channels feed different filters: nothing to fold
+                continue
             dim = 0 if getattr(layer, "transposed", False) else 1
             w = layer.weight
             w.index_add_(dim, dst.to(w.device), w.index_select(dim, src.to(w.device)) * float(m["scale"]))
@@ -126,21 +125,48 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
 def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
     """A copy of ``model`` with the plan's pruned channels physically removed."""
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
-    groups.require_sliceable()
     positions = _removed_positions(plan, groups)
     sliced = copy.deepcopy(model)
     with stage("slicing", sliced):
         _fold_merges(sliced, plan, groups)
         for s, pos in positions.values():
+            target = _resolve(sliced, s)
+            if s.dim == "in" and _is_grouped(target):
+                _slice_grouped_inputs(target, pos)
+                continue
             pruner = PrunerBox[s.optype]
             fn = pruner.prune_in_channels if s.dim == "in" else pruner.prune_out_channels
             pruner.pruning_dim = s.pruning_dim
-            target = _resolve(sliced, s)
             result = fn(target, pos.tolist())
             if s.optype == OPTYPE.PARAMETER:  # a new Parameter replaces the old one
                 parent, _, attr = s.module.rpartition(".")
                 setattr(sliced.get_submodule(parent) if parent else sliced, attr, result)
     return sliced
+
+
+def _is_grouped(m) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and not m.transposed and 1 < m.groups < m.in_channels
+
+
+@torch.no_grad()
+def _slice_grouped_inputs(conv: nn.Module, pos: np.ndarray) -> None:
+    """Remove input channels ``pos`` of a grouped convolution, the same number from each group.
+
+    Each group's filters read only its own inputs, so each keeps its own positions
+    (Torch-Pruning's slicer would keep the first group's positions for all).
+    """
+    per_in, per_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    gone = np.zeros(conv.in_channels, dtype=bool)
+    gone[pos] = True
+    keep = ~gone.reshape(conv.groups, per_in)
+    if len(set(keep.sum(1).tolist())) != 1:
+        raise PlanError(f"grouped convolution with {conv.groups} groups: the plan removes different numbers of "
+                        "input channels from its groups")
+    w = conv.weight.detach()
+    rows = [w[b * per_out:(b + 1) * per_out][:, torch.as_tensor(np.flatnonzero(keep[b]), device=w.device)]
+            for b in range(conv.groups)]
+    conv.weight = nn.Parameter(torch.cat(rows), requires_grad=conv.weight.requires_grad)
+    conv.in_channels = int(keep.sum())
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -57,12 +57,30 @@ def _refuse_windowed_attention(model: nn.Module) -> None:
                              "memory; mrp_gpu prunes convolutional networks and the MLPs of plain transformers")
 
 
-def _grouped_convs(model: nn.Module) -> tuple[str, ...]:
-    """Convolutions with groups that are not depthwise: analysed, but not sliced one channel at a time."""
-    return tuple(f"{name} ({m.groups} groups of {m.in_channels // m.groups} channels)"
-                 for name, m in model.named_modules()
-                 if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1
-                 and not m.groups == m.in_channels == m.out_channels)
+def _blocks(model: nn.Module, slices, size: int) -> tuple[np.ndarray | None, str | None]:
+    """Block of each channel when the group runs through grouped (not depthwise) convolutions.
+
+    A grouped convolution only stays one if every block keeps the same number of
+    channels: the group must lose channels evenly across blocks. Returns ``(block, None)``
+    (``block`` None: no grouped convolution), or ``(None, why)`` when the partitions of
+    two grouped convolutions disagree or a block is not whole in the group.
+    """
+    block = None
+    for s in slices:
+        m = model.get_submodule(s.module) if s.optype in (OPTYPE.CONV, OPTYPE.DEPTHWISE_CONV) else None
+        if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1 or (s.is_consumer and m.groups == m.in_channels):
+            continue
+        if s.is_producer and m.groups == m.in_channels == m.out_channels:
+            continue  # depthwise: its channels are its input's, in this group already
+        per = (m.in_channels if s.is_consumer else m.out_channels) // m.groups
+        mine = np.full(size, -1)
+        mine[s.channel] = s.idxs // per
+        if (mine < 0).any() or len(set(np.bincount(mine).tolist())) != 1:
+            return None, f"only part of the grouped convolution {s.module!r} ({m.groups} groups)"
+        if block is not None and not np.array_equal(block, mine):
+            return None, f"grouped convolutions with different groupings ({s.module!r})"
+        block = mine
+    return block, None
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +127,13 @@ class ChannelGroup:
     id: str
     size: int
     slices: tuple[LayerSlice, ...]
+    block: np.ndarray | None = field(default=None, repr=False)  # grouped convolutions: each channel's block
+
+    @property
+    def blocks(self) -> int:
+        """Equal blocks the group's channels fall into (a grouped convolution's groups; 1: none).
+        The group loses channels in multiples of ``blocks``, the same number from each."""
+        return 1 if self.block is None else int(self.block.max()) + 1
 
     @property
     def producers(self) -> tuple[LayerSlice, ...]:
@@ -131,20 +156,11 @@ class ChannelGroups:
     groups: tuple[ChannelGroup, ...]
     input_size: tuple[int, ...]
     cost: CostModel = field(repr=False)
-    grouped_convs: tuple[str, ...] = ()
     held: tuple[str, ...] = ()  # channel sets left whole: normalised together (LayerNorm, GroupNorm), or split
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_index", {g.id: i for i, g in enumerate(self.groups)})
-
-    def require_sliceable(self) -> None:
-        """Raise :class:`ModelError` when pruning would have to unbalance a grouped convolution."""
-        if self.grouped_convs:
-            raise ModelError(f"cannot prune the grouped convolution {self.grouped_convs[0]!r}"
-                             f"{f' and {len(self.grouped_convs) - 1} more' if len(self.grouped_convs) > 1 else ''}"
-                             ": removing single channels would unbalance its groups; mrp_gpu prunes dense and "
-                             "depthwise convolutions (redundancy analysis works on any)")
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -311,8 +327,12 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, atte
         if not producers:
             continue
         first = min(producers, key=lambda s: order.get(s.module, len(order)))
-        groups.append((order.get(first.module, len(order)), ChannelGroup(first.module, size, tuple(slices)),
+        block, why = _blocks(model, slices, size)
+        if why is not None:
+            held.append(f"{first.module} ({why})")
+            continue
+        groups.append((order.get(first.module, len(order)), ChannelGroup(first.module, size, tuple(slices), block),
                        [item for item in g.items]))
     groups.sort(key=lambda t: t[0])
     cost = build_cost_model(DG, records, [items for _, _, items in groups], model)
-    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost, _grouped_convs(model), tuple(held))
+    return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost, tuple(held))

@@ -12,6 +12,7 @@ Costs are analytic (:class:`~mrp_gpu.cost.CostModel`): no forward pass per step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 from .community import ENGINES, louvain_graph, resolve_backend
 from .community.graph import symmetric_union
-from .errors import TargetError, stage
+from .errors import ModelError, TargetError, stage
 from .groups import ChannelGroups
 from .plan import PruningPlan
 from .redundancy import (
@@ -78,17 +79,17 @@ class Budget:
 
     def __init__(self, groups: ChannelGroups, target: Target | None, *, min_channels: float = 1,
                  round_to: int = 1, step: float = 1):
-        groups.require_sliceable()  # refuse before planning, not after
         self.groups, self.target, self.round_to, self.step = groups, target, round_to, step
         self.sizes = groups.sizes
+        # kept counts move in multiples of round_to and of a grouped convolution's groups
+        self.multiple = np.array([math.lcm(round_to, g.blocks) for g in groups], dtype=np.int64)
         if min_channels < 1:
             self.mins = np.maximum(1, np.ceil(self.sizes * min_channels)).astype(np.int64)
         else:
             self.mins = np.minimum(self.sizes, int(min_channels))
-        if round_to > 1:  # the smallest count a group may reach must itself be a multiple
-            self.mins = np.where(self.sizes > round_to,
-                                 np.minimum(self.sizes, np.ceil(self.mins / round_to) * round_to), self.sizes)
-            self.mins = self.mins.astype(np.int64)
+        m = self.multiple  # the smallest count a group may reach must itself be a multiple
+        self.mins = np.where(self.sizes > m, np.minimum(self.sizes, np.ceil(self.mins / m) * m), self.sizes)
+        self.mins = self.mins.astype(np.int64)
         self.alive = [np.ones(n, dtype=bool) for n in self.sizes]
         self.counts = self.sizes.copy()
         self.macs0, self.params0 = groups.cost.macs(), groups.cost.params()
@@ -126,9 +127,22 @@ class Budget:
             q = np.full_like(n, int(self.step))
         else:
             q = np.maximum(1, np.round(self.step * n)).astype(n.dtype)
-        if self.round_to > 1:
-            q = n - np.maximum(0, n - q) // self.round_to * self.round_to
+        q = n - np.maximum(0, n - q) // self.multiple * self.multiple
         return np.where(n > self.mins, np.minimum(q, n - self.mins), 0)
+
+    def choose(self, g: int, order, k: int) -> np.ndarray:
+        """The first ``k`` live channels of ``order`` (most removable first), taken evenly
+        across the blocks of a grouped convolution (``k / blocks`` from each)."""
+        order = np.asarray(order, dtype=np.int64)
+        order = order[self.alive[g][order]]
+        block = self.groups[g].block
+        if block is None:
+            return order[:k]
+        per = k // self.groups[g].blocks
+        rank = np.zeros(len(order), dtype=np.int64)  # position of each channel within its block's order
+        for b in np.unique(block):
+            rank[block[order] == b] = np.arange(np.count_nonzero(block[order] == b))
+        return order[rank < per]
 
     def remove(self, g: int, channels) -> None:
         """Remove ``channels`` (one index or several) of group ``g`` and update the costs."""
@@ -165,14 +179,18 @@ def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target,
     flat = np.concatenate(scores)
     owner = np.repeat(np.arange(len(groups)), budget.sizes)
     local = np.concatenate([np.arange(n) for n in budget.sizes])
+    orders = [np.argsort(s, kind="stable") for s in scores]
     trajectory = []
     for k in np.lexsort((owner, flat)):  # ties: earlier group first, deterministic
         if budget.done():
             break
-        g = owner[k]
-        if budget.quantum(g):
-            budget.remove(g, int(local[k]))
-            trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": int(local[k]),
+        g, c = owner[k], int(local[k])
+        if not budget.alive[g][c] or not budget.quantum(g):
+            continue
+        # a grouped convolution's blocks lose one channel each at once: the lowest of each
+        for channel in (budget.choose(g, orders[g], groups[g].blocks) if groups[g].blocks > 1 else [c]):
+            budget.remove(g, int(channel))
+            trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": int(channel),
                                "macs": int(budget.macs), "params": int(budget.params)})
     return budget.to_plan(model, method, config or {}, trajectory)
 
@@ -197,11 +215,12 @@ def allocate(groups: ChannelGroups, target: Target, weights: np.ndarray | None =
         raise ValueError("allocation weights must be >= 0 with at least one > 0")
     w = w / w.max()
 
+    m = budget.multiple
+
     def counts_at(alpha: float) -> np.ndarray:
         frac = np.minimum(alpha * w, 1.0)
         c = np.maximum(budget.mins, budget.sizes - np.floor(budget.sizes * frac).astype(np.int64))
-        if round_to > 1:
-            c = np.where(budget.sizes > round_to, np.minimum(budget.sizes, np.ceil(c / round_to) * round_to), c)
+        c = np.where(budget.sizes > m, np.minimum(budget.sizes, np.ceil(c / m) * m), c)
         return np.maximum(budget.mins, c).astype(np.int64)
 
     def met(alpha: float) -> bool:
@@ -218,7 +237,7 @@ def allocate(groups: ChannelGroups, target: Target, weights: np.ndarray | None =
     counts = counts_at(hi)
     # Whole channels overshoot the target (16-channel groups move in steps of 6 %): give
     # channels back, most-cut group first, while the target still holds.
-    unit = np.where(budget.sizes > round_to, round_to, 1)
+    unit = np.where(budget.sizes > m, m, 1)
     cut = w > 0
     while True:
         for g in np.argsort(-(1 - counts / budget.sizes) / np.maximum(w, 1e-12), kind="stable"):
@@ -239,7 +258,7 @@ def plan_from_orders(groups: ChannelGroups, counts, orders: list, *, model: str,
     ``orders[g]`` (a removal order, most removable first) go."""
     budget = Budget(groups, None)
     for g, n in enumerate(counts):
-        drop = np.asarray(orders[g][: budget.sizes[g] - int(n)], dtype=np.int64)
+        drop = budget.choose(g, orders[g], int(budget.sizes[g] - n))
         if len(drop):
             budget.remove(g, drop)
     return budget.to_plan(model, method, config or {})
@@ -500,6 +519,24 @@ def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None
     return steps
 
 
+def _balanced_steps(state: _Redundancy, budget: Budget, g: int, config, k: int) -> list[dict]:
+    """The first ``k`` removals of group ``g`` in its SRP order; for a group feeding a grouped
+    convolution, the first ``k / blocks`` of each block in that order (the order runs on
+    until every block has its share)."""
+    steps = _group_steps(state, g, config.replace, limit=k, step=config.step)
+    block = state.groups[g].block
+    if block is None or k == 0:
+        return steps
+    per = k // state.groups[g].blocks
+    while True:
+        short = per - np.bincount(block[[t["channel"] for t in steps]], minlength=state.groups[g].blocks)
+        if short.max() <= 0 or state.alive[g].sum() <= 1:
+            break
+        steps += _group_steps(state, g, config.replace, limit=int(short.clip(0).sum()), step=config.step)
+    keep = set(budget.choose(g, [t["channel"] for t in steps], k).tolist())
+    return [t for t in steps if t["channel"] in keep]
+
+
 def removal_order(model, groups: ChannelGroups, group: str, config,
                   calibration=None) -> tuple[list[int], list[dict | None]]:
     """Every channel of one group, most replaceable first, by repeated MRP removal.
@@ -547,7 +584,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
     budget = Budget(groups, None)
     trajectory, merges, R1 = [], [], R0.copy()
     for g, n in enumerate(counts):  # one state serves every group: removals do not propagate
-        for t in _group_steps(state, g, config.replace, limit=int(groups.sizes[g] - n), step=config.step):
+        for t in _balanced_steps(state, budget, g, config, int(groups.sizes[g] - n)):
             budget.remove(g, t["channel"])
             if config.compensate and t["merge"] is not None:
                 merges.append(t["merge"])
@@ -594,6 +631,11 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
                                  calibration=calibration, pool=config.pool, device=device)
     if config.allocation != "srp":
         return _plan_allocated(model, groups, target, config, feats, device, model_name=model_name)
+    grouped = [g.id for g in groups if g.blocks > 1]
+    if grouped:
+        raise ModelError(f"allocation='srp' cannot yet cut the groups that feed grouped convolutions evenly "
+                         f"({grouped[0]!r}{f' and {len(grouped) - 1} more' if len(grouped) > 1 else ''}); "
+                         "the default allocation (uniform) or log-r can")
     state = _Redundancy(model, groups, config, feats, device)
     state.refresh(list(range(len(groups))))
     R0 = state.R.copy()

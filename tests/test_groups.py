@@ -1,8 +1,11 @@
+import numpy as np
 import pytest
 import torch
 from torch_pruning.ops import OPTYPE
 
-from mrp_gpu import analyze, plan
+from mrp_gpu import plan
+from mrp_gpu.api import check
+from mrp_gpu.config import MRPConfig
 from mrp_gpu.errors import ModelError
 from mrp_gpu.groups import build_groups
 from mrp_gpu.models import create_model
@@ -49,16 +52,22 @@ def test_tracing_leaves_the_model_as_it_was(resnet20):
         assert torch.equal(v, before[k]), k
 
 
-def test_grouped_convs_are_analysed_but_not_pruned():
+def test_grouped_convs_are_cut_evenly_across_their_groups():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, groups=4),
-                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(16, 10))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 16, 3, groups=4), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval()
     groups = build_groups(model, (3, 16, 16))
-    assert groups.grouped_convs == ("2 (4 groups of 4 channels)",)
-    assert len(analyze(model, (3, 16, 16)).layers) == len(groups)
-    with pytest.raises(ModelError, match="grouped convolution '2 .4 groups of 4 channels.'"):
-        plan(model, (3, 16, 16), target_flops=0.3)
+    assert [(g.id, g.blocks) for g in groups] == [("0", 4), ("3", 4)]  # its inputs and its outputs
+    assert groups["0"].block.tolist() == [c // 4 for c in range(16)]
+    for method in ("mrp", "l1"):
+        p = plan(model, (3, 16, 16), target_flops=0.3, method=method, groups=groups)
+        for g in groups:
+            removed = p.removed(g.id)
+            assert len(removed) % 4 == 0 and len(set(np.bincount(removed // 4, minlength=4).tolist())) == 1, method
+        assert check(model, (3, 16, 16), target_flops=0.3, method=method, groups=groups)["macs_reduction"] >= 0.3
+    with pytest.raises(ModelError, match="allocation='srp' cannot yet cut .* grouped convolutions"):
+        plan(model, (3, 16, 16), target_flops=0.3, config=MRPConfig(allocation="srp"), groups=groups)
 
 
 def test_channels_normalised_together_are_left_whole():

@@ -17,7 +17,7 @@ from zoo_sweep import check_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "zoo.json"
 FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet",
-        "convnext_tiny"]
+        "convnext_tiny", "regnet_x_400mf"]
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -27,8 +27,7 @@ def test_fast_subset_is_pruned_and_verified(name):
     assert record["max_abs_diff_masked_vs_sliced"] < 1e-2
 
 
-@pytest.mark.parametrize("name,reason", [("vit_b_16", "MultiheadAttention"), ("swin_t", "ShiftedWindowAttention"),
-                                         ("resnext50_32x4d", "grouped convolution"),
+@pytest.mark.parametrize("name,reason", [("swin_t", "ShiftedWindowAttention"),
                                          ("shufflenet_v2_x0_5", "dependency tracer cannot follow")])
 def test_unsupported_models_are_refused_by_name(name, reason):
     with pytest.raises(MRPError, match=reason):
@@ -44,7 +43,7 @@ def _committed():
 @pytest.mark.slow
 @pytest.mark.parametrize("name,status", _committed())
 def test_every_torchvision_model_matches_the_committed_sweep(name, status):
-    if status == "pruned":
+    if status in ("pruned", "partly pruned"):
         check_model(name, 0.3)
     else:
         with pytest.raises(MRPError):
