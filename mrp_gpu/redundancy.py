@@ -119,7 +119,8 @@ def precision(gram: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     g = gram.double()
     d = g.diagonal().clamp_min(1e-30).rsqrt()
     c = g * d[:, None] * d[None, :]
-    return torch.linalg.inv(c + ridge * torch.eye(len(c), dtype=c.dtype, device=c.device))
+    c.diagonal().add_(ridge)  # symmetric positive definite: Cholesky, half the work of a general inverse
+    return torch.cholesky_inverse(torch.linalg.cholesky(c))
 
 
 class Precision:
@@ -134,15 +135,21 @@ class Precision:
     def __init__(self, gram: torch.Tensor, ridge: float = 1e-3):
         self.p0 = precision(gram, ridge)
         self.diag = self.p0.diagonal().clone()
-        self.v = torch.zeros(len(self.p0), 0, dtype=self.p0.dtype, device=self.p0.device)
+        self.vt = torch.zeros(16, len(self.p0), dtype=self.p0.dtype, device=self.p0.device)  # V^T, grows by doubling
+        self.k = 0
         self.gone = torch.zeros(len(self.p0), dtype=torch.bool, device=self.p0.device)
 
     def drop(self, r: int) -> None:
-        col = self.p0[:, r] - self.v @ self.v[r]  # column r of the current P
+        vt = self.vt[:self.k]
+        col = self.p0[r] - vt[:, r] @ vt  # row r of the current P (symmetric: its column)
         col = col / col[r].clamp_min(1e-300).sqrt()
-        self.v = torch.cat([self.v, col[:, None]], 1)
+        if self.k == len(self.vt):
+            self.vt = torch.cat([self.vt, torch.zeros_like(self.vt)])
+        self.vt[self.k] = col
+        self.k += 1
         self.gone[r] = True
-        self.diag = torch.where(self.gone, 0.0, self.diag - col * col)  # rounding leaves dropped ones at ~0
+        self.diag -= col * col
+        self.diag[self.gone] = 0.0  # rounding leaves the dropped ones at about 0
 
     def share(self) -> torch.Tensor:
         """``1 / P_ii`` of the channels still in (0 for the dropped ones). [n]"""
