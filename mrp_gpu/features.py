@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,11 +42,14 @@ class GroupFeatures:
 def _rows(weight: torch.Tensor, s: LayerSlice, size: int) -> torch.Tensor:
     """The slice's filters as rows ordered by group channel: [size, k]."""
     w = weight.detach()
-    w = w.flatten(1) if w.dim() > 1 else w[:, None]
-    idxs = torch.as_tensor(s.idxs, device=w.device)
-    order = torch.as_tensor(s.channel, device=w.device).argsort(stable=True)
-    picked = w[idxs[order]]
-    return picked.reshape(size, -1)  # several positions per channel are laid side by side
+    return _by_channel(w.flatten(1) if w.dim() > 1 else w[:, None], s, size)
+
+
+def _by_channel(x: torch.Tensor, s: LayerSlice, size: int) -> torch.Tensor:
+    """Rows ``s.idxs`` of ``x`` gathered per group channel: [size, positions * x.shape[1]]
+    (several positions per channel are laid side by side)."""
+    order = np.argsort(s.channel, kind="stable")
+    return x[torch.as_tensor(s.idxs[order], device=x.device)].reshape(size, -1)
 
 
 def weight_matrix(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
@@ -149,9 +153,7 @@ def activation_features(model: nn.Module, groups: ChannelGroups, batch: torch.Te
             else:
                 y = out
             for gi, s in taps[name]:
-                idxs = torch.as_tensor(s.idxs, device=y.device)
-                order = torch.as_tensor(s.channel, device=y.device).argsort(stable=True)
-                part = y[:, idxs[order]].transpose(0, 1).reshape(groups[gi].size, -1)
+                part = _by_channel(y.transpose(0, 1).flatten(1), s, groups[gi].size)
                 collected[gi][slot_of[(gi, name)]].append(part.float())
         return hook
 

@@ -327,6 +327,11 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, atte
         if not producers:
             continue
         first = min(producers, key=lambda s: order.get(s.module, len(order)))
+        partial = next((s for s in producers if len(np.unique(s.channel)) < size), None)
+        if partial is not None:  # e.g. cat([x, cheap(x)]): the sides cannot be sliced consistently yet
+            held.append(f"{first.module} (its channels are made by several layers side by side, "
+                        f"e.g. {partial.module!r})")
+            continue
         block, why = _blocks(model, slices, size)
         if why is not None:
             held.append(f"{first.module} ({why})")
