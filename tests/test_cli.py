@@ -205,3 +205,5 @@ def test_models_marks_what_the_zoo_sweep_refused(capsys):
     assert "refused: cannot prune the grouped convolution" in out and "zoo sweeps (" in out
     assert main(["models", "resnet50"]) == 0
     assert "  pruned" in capsys.readouterr().out
+    assert main(["models", "timm/ghostnet*"]) == 0  # swept timm models are listed with their status
+    assert "timm/ghostnet_100" in (out := capsys.readouterr().out) and "partly pruned" in out
