@@ -15,8 +15,11 @@ True
 
 import importlib
 
+from . import plan as _plan_module  # noqa: F401  a submodule named like the function below: loaded first,
 from ._version import __version__
 from .config import MRPConfig
+
+globals().pop("plan")  # its name is free for mrp_gpu.plan(), the function (imports no longer rebind it)
 
 __all__ = ["__version__", "analyze", "plan", "prune", "apply_plan", "load_pruned", "louvain", "MRPConfig"]
 

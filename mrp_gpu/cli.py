@@ -20,6 +20,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)
     p.add_argument("--input-size", help="CxHxW (default: the model's own, e.g. 3x224x224)")
+    _add_trace_timeout(p)
+
+
+def _add_trace_timeout(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace-timeout", type=float, default=TRACE_TIMEOUT, metavar="S",
                    help=f"give up tracing the model's dependencies after S seconds (default {TRACE_TIMEOUT:g}; "
                         "0: no limit)")
@@ -599,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)
     p.add_argument("--input-size")
+    _add_trace_timeout(p)
     p.add_argument("--data")
     p.add_argument("--data-root")
     p.add_argument("--out", required=True)

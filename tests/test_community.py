@@ -112,7 +112,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="outside"):
         louvain(torch.tensor([[0, 5], [5, 0]]), num_nodes=3)
     with pytest.raises(ValueError, match="unknown Louvain backend"):
-        resolve_backend("leiden")
+        resolve_backend("louvain-9000")
 
 
 def test_missing_backend_says_how_to_install():

@@ -80,3 +80,44 @@ def test_channels_normalised_together_are_left_whole():
     assert groups.held == ("0 (through GroupNorm '1')",)
     p = plan(model, (3, 16, 16), target_flops=0.3, method="l1")
     assert "0" not in p.kept and any("left whole" in n and "GroupNorm" in n for n in p.notes)
+
+
+class _Split(torch.nn.Module):
+    """A conv whose output the model's code splits between two convs (fixed chunk sizes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16)
+        self.a, self.b = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        u, v = torch.split(torch.relu(self.b1(self.c1(x))), 8, dim=1)
+        return self.fc(torch.cat([self.a(u), self.b(v)], 1).mean((2, 3)))
+
+
+class _Ghost(torch.nn.Module):
+    """Ghost-style: ``cat([y, cheap(y)])`` feeds the next conv (two layers side by side)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.cheap, self.b2 = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.BatchNorm2d(8)
+        self.c2, self.b3 = torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        y = torch.cat([y, self.cheap(y)], 1)
+        return self.fc(torch.relu(self.b3(self.c2(y))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("cls,why", [(_Split, "split into chunks by the model's code"), (_Ghost, None)])
+def test_split_and_concatenated_channels_are_pruned_or_left_whole(cls, why):
+    torch.manual_seed(0)
+    model = cls().eval()
+    groups = build_groups(model, (3, 8, 8))
+    if why:
+        assert any(why in h for h in groups.held)
+    for method in ("mrp", "l1"):  # masked == sliced and MACs == counted, whatever was left whole
+        assert check(model, (3, 8, 8), target_flops=0.1, method=method, groups=groups)["macs_reduction"] >= 0.1
