@@ -311,9 +311,17 @@ def summarize(result: dict) -> list[dict]:
     return out
 
 
+def _cell(model: str, tag: str, target: float, name: str) -> tuple:
+    """Where a run counts: the unpruned model (``none``) does not depend on the target."""
+    return model, tag, None if name == "none" else target, name
+
+
 def missing(result: dict) -> list[str]:
     """Cells of every requested grid that have fewer runs than the seeds asked for."""
-    have = {(s["model"], s["protocol"], s["target"], s["method"]): s["n"] for s in summarize(result)}
+    have = {}
+    for s in summarize(result):
+        cell = _cell(s["model"], s["protocol"], s["target"], s["method"])
+        have[cell] = max(have.get(cell, 0), s["n"])
     out = {}
     for grid in result.get("grids", []):
         for model in grid["models"]:
@@ -326,7 +334,7 @@ def missing(result: dict) -> list[str]:
                             name = method if method == "none" else label(*_base_config(method))
                         except (SystemExit, MRPError):
                             continue
-                        n = have.get((model, tag, target, name), 0)
+                        n = have.get(_cell(model, tag, target, name), 0)
                         key = (model, tag, target, name)
                         if n < grid["seeds"] and out.get(key, (0, 0))[1] < grid["seeds"]:
                             out[key] = (n, grid["seeds"])
@@ -503,7 +511,7 @@ def main(argv=None) -> int:
                        "grids": grids + [grid] * (grid not in grids)})
 
     result = update(path, start)
-    done = {(r["model"], r["tag"], r["target"], run_label(r), r["seed"]) for r in result["runs"]}
+    done = {(*_cell(r["model"], r["tag"], r["target"], run_label(r)), r["seed"]) for r in result["runs"]}
     benches = {}
     for protocol, tag in zip(protocols, tags):  # the cheap protocol first, then seed by seed
         for seed in range(budget["seeds"]):
@@ -513,7 +521,7 @@ def main(argv=None) -> int:
                         if method == "none" and target != budget["targets"][0]:
                             continue  # the unpruned model does not depend on the target
                         name_ = method if method == "none" else label(*_base_config(method))
-                        if (name, tag, target, name_, seed) in done:
+                        if (*_cell(name, tag, target, name_), seed) in done:
                             continue
                         if name not in benches:
                             benches[name] = Bench(name, args, budget, out)
@@ -523,7 +531,7 @@ def main(argv=None) -> int:
                             print(f"{name} {tag} -{target:.0%} {method} seed {seed}: {e}", flush=True)
                             continue
                         result = update(path, lambda res, run=run: res["runs"].append(run))
-                        done.add((name, tag, target, name_, seed))
+                        done.add((*_cell(name, tag, target, name_), seed))
                         print(json.dumps({k: run[k] for k in ("model", "tag", "target", "method", "seed",
                                                               "macs_reduction", "acc", "seconds")}), flush=True)
     plot(result, path.with_suffix(".png"))

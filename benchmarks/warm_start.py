@@ -65,7 +65,8 @@ def one(name: str, allocation: str, target: float, calibration, repeat: int) -> 
 
 def markdown(r: dict) -> str:
     lines = [f"# Warm-started communities in the SRP loop ({r['machine']})", "",
-             f"{r['date']}; `{r['command']}`. Calibration: {r['calibration']}.", "",
+             f"{r['date']}; `{r['command']}`. Calibration: {r['calibration']}. Replace rule: {r['replace']} "
+             "(the default).", "",
              "| model | allocation | target | igraph s | leiden (warm) s | speed-up | steps igraph / leiden | "
              "kept: max / total abs diff | mean abs diff of R per step | modularity (mean) igraph / leiden |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -100,8 +101,9 @@ def main(argv=None) -> int:
     result = {"command": " ".join(["python", *sys.argv]), "date": date.today().isoformat(),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "calibration": f"{MRPConfig.calib_size} Fashion-MNIST training images (activation features)"
-              if has_data else "none (weight features)", "rows": rows}
+              if has_data else "none (weight features)", "replace": MRPConfig().replace, "rows": rows}
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "warm_start.json", json.dumps(result, indent=1))
     atomic_write_text(out / "warm_start.md", markdown(result))
     print(markdown(result))

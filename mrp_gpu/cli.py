@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import TRACE_TIMEOUT
-from .errors import MRPError
+from .errors import MRPError, stage
 
 __all__ = ["main"]
 
@@ -232,7 +232,6 @@ def _finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
     import time
 
     from .api import masked_vs_sliced
-    from .errors import stage
     from .executor import save_pruned
     from .io import atomic_output_dir, atomic_write_text
 

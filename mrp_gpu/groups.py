@@ -156,7 +156,7 @@ class ChannelGroups:
     groups: tuple[ChannelGroup, ...]
     input_size: tuple[int, ...]
     cost: CostModel = field(repr=False)
-    held: tuple[str, ...] = ()  # channel sets left whole: normalised together (LayerNorm, GroupNorm), or split
+    held: tuple[str, ...] = ()  # channel sets left whole, each with why (norm, split, attention, side by side)
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):

@@ -201,11 +201,11 @@ def _timm():
 
 def _check_name(name: str) -> None:
     if name.startswith(TIMM):
-        arch = name[len(TIMM):]
-        if arch not in _timm().list_models():
+        arch, timm = name[len(TIMM):], _timm()
+        if not timm.is_model(arch):
             import difflib
 
-            close = difflib.get_close_matches(arch, _timm().list_models(), n=3)
+            close = difflib.get_close_matches(arch, timm.list_models(), n=3)
             hint = f" (did you mean {', '.join(TIMM + c for c in close)}?)" if close else ""
             raise ModelError(f"unknown timm model {arch!r}{hint}")
         return

@@ -139,9 +139,10 @@ class Budget:
         if block is None:
             return order[:k]
         per = k // self.groups[g].blocks
+        of = block[order]
         rank = np.zeros(len(order), dtype=np.int64)  # position of each channel within its block's order
-        for b in np.unique(block):
-            rank[block[order] == b] = np.arange(np.count_nonzero(block[order] == b))
+        for b in np.unique(of):
+            rank[of == b] = np.arange(np.count_nonzero(of == b))
         return order[rank < per]
 
     def remove(self, g: int, channels) -> None:
@@ -168,8 +169,7 @@ class Budget:
         held = self.groups.held
         if not held:
             return []
-        return [f"{len(held)} channel group(s) left whole (channels normalised together, or split into chunks "
-                "by the model's code): " + "; ".join(held[:3]) + (" ..." if len(held) > 3 else "")]
+        return [f"{len(held)} channel group(s) left whole: " + "; ".join(held[:3]) + (" ..." if len(held) > 3 else "")]
 
 
 def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target, *, model: str,

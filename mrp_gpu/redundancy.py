@@ -44,7 +44,7 @@ import torch
 from .io import atomic_write_text
 
 __all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable",
-           "NEEDS_SIMILARITY", "ERROR_RULES", "precision", "Precision", "unexplained"]
+           "NEEDS_SIMILARITY", "ERROR_RULES", "precision", "Precision"]
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,6 @@ class Precision:
         return torch.where(self.diag > 0, 1.0 / self.diag.clamp_min(1e-300), torch.zeros_like(self.diag))
 
 
-def unexplained(gram: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
-    """Share of each channel that the others cannot rebuild by least squares: ``1 / P_ii``. [n]"""
-    return 1.0 / precision(gram, ridge).diagonal()
-
-
 def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
                      gram: torch.Tensor | None = None, k: int = 1, *, share: np.ndarray | None = None,
                      salience: np.ndarray | None = None) -> np.ndarray:
@@ -180,9 +175,8 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
     gram : Tensor [N, N], optional
         Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
     share : ndarray [N], optional
-        ``error`` rules: the unexplained share of every channel given every other live
-        channel of the group (``1 / P_ii``, :func:`precision`); by default computed from
-        ``gram`` over ``members`` alone.
+        ``error`` rules (needed): the unexplained share of every channel given every other
+        live channel of the group (``1 / P_ii``, :class:`Precision`).
     salience : ndarray [N], optional
         ``error`` rules: loudness squared times consumer weight energy per channel.
     """
@@ -207,9 +201,8 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         if rule == "reconstruction-norm":  # what is lost: the unexplained share of a channel, times its size
             score = score * norms[members]
     elif rule in ERROR_RULES:
-        if share is None:
-            share = np.zeros(len(norms))
-            share[members] = unexplained(gram[idx][:, idx] if gram is not None else sub).cpu().numpy()
+        if share is None or salience is None:
+            raise ValueError(f"rule {rule!r} needs the unexplained shares and the saliences")
         score = -(share[members] * salience[members])
     else:
         raise ValueError(f"unknown replace rule {rule!r}")

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from mrp_gpu.redundancy import Precision, largest_community, most_replaceable, precision, unexplained
+from mrp_gpu.redundancy import Precision, largest_community, most_replaceable, precision
+
+
+def unexplained(gram, ridge=1e-3):
+    """The share of each channel the others cannot rebuild, nothing dropped."""
+    return Precision(gram, ridge).share()
 
 
 def _features(seed=0):
@@ -38,7 +43,11 @@ def test_error_rule_weighs_the_unrebuilt_share_by_salience():
     loud3[3] = 1e9  # exactly rebuilt, but so loud that the ridge's tiny leftover still counts most
     assert most_replaceable("error", members, norms, sim, gram, share=share, salience=loud3)[0] != 3
     # rebuilt only from the community: 3 = 0 + 1 is lost once 0 and 1 are not survivors it may use
-    assert most_replaceable("error", members, norms, sim, gram, salience=flat)[0] == 4
+    alone = np.zeros(5)
+    alone[members] = unexplained(gram[members][:, members]).numpy()
+    assert most_replaceable("error", members, norms, sim, gram, share=alone, salience=flat)[0] == 4
+    with pytest.raises(ValueError, match="needs the unexplained shares"):
+        most_replaceable("error", members, norms, sim, gram, salience=flat)
 
 
 def test_precision_after_drops_equals_a_fresh_inverse():
