@@ -311,6 +311,12 @@ def summarize(result: dict) -> list[dict]:
     return out
 
 
+def find(result: dict, model: str, tag: str, target: float, method: str) -> dict | None:
+    """The summary row of ``method`` (as written on the command line) in one cell, or None."""
+    cell = (model, tag, target, label(*_base_config(method)))
+    return next((s for s in result["summary"] if (s["model"], s["protocol"], s["target"], s["method"]) == cell), None)
+
+
 def _cell(model: str, tag: str, target: float, name: str) -> tuple:
     """Where a run counts: the unpruned model (``none``) does not depend on the target."""
     return model, tag, None if name == "none" else target, name

@@ -6,8 +6,10 @@ removal; the default (``igraph``) runs Louvain from scratch. On the trained ship
 models (random weights have no communities to keep), for both allocations, this
 records in one run: plan time, the per-step ``R`` of the chosen group, the kept
 counts, and the modularity of the final partitions. The accuracy each plan keeps
-comes from the quality study (``quality.py --protocols recal``, methods
-``mrp[backend=leiden]`` and ``mrp[allocation=srp;backend=leiden]``).
+comes from the quality study (``quality.py --protocols recal``, methods ``mrp``,
+``mrp[allocation=srp]``, ``mrp[backend=leiden]`` and ``mrp[allocation=srp;backend=leiden]``:
+the default engine on the CPU is igraph's Louvain), read from ``OUT/quality_cpu.json``
+when the table is written; ``--replot`` rewrites the table from the JSON alone.
 
     python benchmarks/warm_start.py --out benchmarks/results
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from quality import find
 
 from mrp_gpu.api import analyze, plan
 from mrp_gpu.config import MRPConfig
@@ -63,20 +66,42 @@ def one(name: str, allocation: str, target: float, calibration, repeat: int) -> 
             "R_step_mean_abs_diff": float(np.mean(np.abs(np.subtract(a["R_steps"][:n], b["R_steps"][:n]))))}
 
 
-def markdown(r: dict) -> str:
+RECAL = "recal 2000 images"
+
+
+def recal_accuracy(quality: dict | None, row: dict, engine: str) -> str:
+    """The quality study's recal accuracy of this plan, mean ± std over seeds, or '-'."""
+    if quality is None:
+        return "-"
+    fields = [f"allocation={row['allocation']}"] + ["backend=leiden"] * (engine == "leiden")
+    s = find(quality, row["model"], RECAL, row["target"], f"mrp[{';'.join(fields)}]")
+    if s is None:
+        return "-"
+    return f"{s['acc_mean']:.2f}" + (f" ± {s['acc_std']:.2f}" if s["n"] > 1 else "") + f" (n={s['n']})"
+
+
+def markdown(r: dict, quality: dict | None = None) -> str:
     lines = [f"# Warm-started communities in the SRP loop ({r['machine']})", "",
              f"{r['date']}; `{r['command']}`. Calibration: {r['calibration']}. Replace rule: {r['replace']} "
-             "(the default).", "",
+             f"(the default). Recal accuracy: the quality study's `{RECAL}` rows (`quality_cpu.json`; '-': not run).",
+             "",
              "| model | allocation | target | igraph s | leiden (warm) s | speed-up | steps igraph / leiden | "
-             "kept: max / total abs diff | mean abs diff of R per step | modularity (mean) igraph / leiden |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "kept: max / total abs diff | mean abs diff of R per step | modularity (mean) igraph / leiden | "
+             "recal acc igraph | recal acc leiden |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         a, b = row["engines"]["igraph"], row["engines"]["leiden"]
         lines.append(f"| {row['model']} | {row['allocation']} | -{row['target']:.0%} | {a['seconds']:.2f} | "
                      f"{b['seconds']:.2f} | {row['speedup']:.2f}x | {a['steps']} / {b['steps']} | "
                      f"{row['kept_max_abs_diff']} / {row['kept_total_abs_diff']} | "
-                     f"{row['R_step_mean_abs_diff']:.3f} | {a['modularity_mean']:.4f} / {b['modularity_mean']:.4f} |")
+                     f"{row['R_step_mean_abs_diff']:.3f} | {a['modularity_mean']:.4f} / {b['modularity_mean']:.4f} | "
+                     f"{recal_accuracy(quality, row, 'igraph')} | {recal_accuracy(quality, row, 'leiden')} |")
     return "\n".join(lines) + "\n"
+
+
+def read_quality(out: Path) -> dict | None:
+    path = out / "quality_cpu.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main(argv=None) -> int:
@@ -85,7 +110,13 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", default="0.5,0.7")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--replot", action="store_true", help="rewrite warm_start.md from OUT/warm_start.json")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.replot:
+        result = json.loads((out / "warm_start.json").read_text())
+        atomic_write_text(out / "warm_start.md", markdown(result, read_quality(out)))
+        return 0
     torch.set_num_threads(2)
     has_data = fashion_mnist_available()
     rows = []
@@ -102,11 +133,11 @@ def main(argv=None) -> int:
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "calibration": f"{MRPConfig.calib_size} Fashion-MNIST training images (activation features)"
               if has_data else "none (weight features)", "replace": MRPConfig().replace, "rows": rows}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "warm_start.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "warm_start.md", markdown(result))
-    print(markdown(result))
+    text = markdown(result, read_quality(out))
+    atomic_write_text(out / "warm_start.md", text)
+    print(text)
     return 0
 
 
