@@ -132,7 +132,7 @@ def label(base: str, config: dict) -> str:
         if base == "mrp-alloc+l1":
             defaults["allocation"] = "srp"
     else:
-        defaults = {"refit": False, "min_channels": 1}
+        defaults = {"refit": False, "min_channels": 1, "calib_size": MRPConfig.calib_size}  # what a baseline reads
     diff = {k: v for k, v in config.items() if k in defaults and k != "seed" and defaults[k] != v}
     if not diff:
         return base

@@ -89,8 +89,8 @@ class MRPConfig:
         community partner (the partner's consumer weights gain the removed channel's,
         times the ratio of their BN ``gamma``). In the RI study
         (``benchmarks/results/ri_study.md``, no BN recalibration), removing 30 % of one
-        layer of the demo by ``norm-in-community`` cost 13.9 points on average without
-        it and 4.1 with it; with BN statistics re-estimated (the quality study's
+        layer of the demo by ``norm-in-community`` cost 12.7 points on average without
+        it and 4.2 with it; with BN statistics re-estimated (the quality study's
         ``recal``, the SRP allocation on weight features, -50 % MACs) it hurts
         instead: 23.3 % with it, 39.0 % without.
     refit : bool or None

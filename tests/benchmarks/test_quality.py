@@ -32,6 +32,7 @@ def test_labels_follow_the_defaults_of_the_day():
     assert label("mrp", old) == "mrp[allocation=srp;features=weight;refit=0]"
     assert label("l1", dict(default, refit=True)) == "l1[refit=1]"
     assert label("l1", dict(default, refit=False, chance_degree=9.0)) == "l1"  # MRP's options mean nothing to L1
+    assert label("uniform", dict(default, refit=True, calib_size=512)) == "uniform[calib_size=512;refit=1]"
 
 
 def _run(method, seed, acc, target=0.5, tag="recal 2000 images"):
