@@ -77,7 +77,7 @@ def spearman(a, b) -> float:
 class Evaluator:
     """Accuracy of masked variants of one model on a fixed test subset."""
 
-    def __init__(self, model, groups, data, size, n, root=None, calibration=None):
+    def __init__(self, model, groups, data, size, n, calibration, root=None):
         ds = get_dataset(data, train=False, input_size=size, root=root, augment=False)
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].tolist()
         self.x = torch.stack([ds[i][0] for i in idx])
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     size = default_input_size(args.model)
     groups = build_groups(model, size)
     calibration = calibration_batch(args.data, size, n=args.calib_size, root=args.data_root)
-    ev = Evaluator(model, groups, args.data, size, args.images, args.data_root, calibration)
+    ev = Evaluator(model, groups, args.data, size, args.images, calibration, args.data_root)
     R = analyze(model, size, groups=groups).redundancy
     thresholds = args.thresholds.split(",")
     by_threshold = redundancy_by_threshold(model, size, groups, thresholds, calibration)

@@ -35,7 +35,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from quality import find
+from quality import find, fmt
 from ri_study import THRESHOLDS, redundancy_by_threshold
 
 from mrp_gpu.config import MRPConfig
@@ -130,16 +130,11 @@ def markdown(result: dict) -> str:
                   "|---|---|---|---|" + "---|" * sum(len(d["accuracy"][a]) for a in ALLOCATIONS)]
         for t in thresholds:
             act, wt = list(d["R"]["activation"][t].values()), list(d["R"]["weight"][t].values())
-            cells = []
-            for a in ALLOCATIONS:
-                for x in sorted(d["accuracy"][a]):
-                    row = d["accuracy"][a][x][t]
-                    cells.append("-" if row is None else f"{row['acc_mean']:.2f}"
-                                 + (f" ± {row['acc_std']:.2f}" if row["n"] > 1 else "") + f" (n={row['n']})")
+            cells = [fmt(d["accuracy"][a][x][t]) for a in ALLOCATIONS for x in sorted(d["accuracy"][a])]
             lines.append(f"| {t} | {np.mean(act):.2f} | {np.max(act):.2f} | {np.mean(wt):.2f} | "
                          + " | ".join(cells) + " |")
-        best = [f"-{float(x):.0%}: {b['method']} {b['acc_mean']:.2f}" + (f" ± {b['acc_std']:.2f}" if b["n"] > 1 else "")
-                + f" (n={b['n']})" for x, b in d["accuracy"]["best baseline"].items() if b is not None]
+        best = [f"-{float(x):.0%}: {b['method']} {fmt(b)}" for x, b in d["accuracy"]["best baseline"].items()
+                if b is not None]
         lines += ["", "Best baseline (any non-MRP method of the study, recal): " + "; ".join(best) + ".", ""]
     return "\n".join(lines)
 
@@ -176,8 +171,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "threshold_sweep.json", json.dumps(result, indent=1))
     plot(result, out / "threshold_sweep.png")
-    atomic_write_text(out / "threshold_sweep.md", markdown(result))
-    print(markdown(result))
+    text = markdown(result)
+    atomic_write_text(out / "threshold_sweep.md", text)
+    print(text)
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import find
+from quality import find, fmt
 
 from mrp_gpu.api import analyze, plan
 from mrp_gpu.config import MRPConfig
@@ -74,10 +74,7 @@ def recal_accuracy(quality: dict | None, row: dict, engine: str) -> str:
     if quality is None:
         return "-"
     fields = [f"allocation={row['allocation']}"] + ["backend=leiden"] * (engine == "leiden")
-    s = find(quality, row["model"], RECAL, row["target"], f"mrp[{';'.join(fields)}]")
-    if s is None:
-        return "-"
-    return f"{s['acc_mean']:.2f}" + (f" ± {s['acc_std']:.2f}" if s["n"] > 1 else "") + f" (n={s['n']})"
+    return fmt(find(quality, row["model"], RECAL, row["target"], f"mrp[{';'.join(fields)}]"))
 
 
 def markdown(r: dict, quality: dict | None = None) -> str:
