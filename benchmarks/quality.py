@@ -323,7 +323,8 @@ def _cell(model: str, tag: str, target: float, name: str) -> tuple:
 
 
 def missing(result: dict) -> list[str]:
-    """Cells of every requested grid that have fewer runs than the seeds asked for."""
+    """Cells of every requested grid that have fewer runs than the seeds asked for (a grid's
+    methods are named by the labels they had when it was requested)."""
     have = {}
     for s in summarize(result):
         cell = _cell(s["model"], s["protocol"], s["target"], s["method"])
@@ -337,7 +338,8 @@ def missing(result: dict) -> list[str]:
                         if method == "none" and target != grid["targets"][0]:
                             continue
                         try:  # a grid written by newer code may name options this code lacks
-                            name = method if method == "none" else label(*_base_config(method))
+                            name = method if method == "none" else (
+                                grid.get("labels", {}).get(method) or label(*_base_config(method)))
                         except (SystemExit, MRPError):
                             continue
                         n = have.get(_cell(model, tag, target, name), 0)
@@ -507,8 +509,9 @@ def main(argv=None) -> int:
     command = " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv)
     tags = [protocol_tag(p, budget) for p in protocols]
 
+    # the labels pin what each method meant under today's defaults (a later default change renames rows)
     grid = {"models": budget["models"], "tags": tags, "targets": budget["targets"], "methods": ["none", *methods],
-            "seeds": budget["seeds"]}
+            "seeds": budget["seeds"], "labels": {m: label(*_base_config(m)) for m in methods}}
 
     def start(result):
         commands, grids = result.get("commands", []), result.get("grids", [])

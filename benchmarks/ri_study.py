@@ -15,7 +15,8 @@ random (mean over seeds), smallest L1, and the *least* replaceable first (MRP's
 order reversed). ``+refit`` variants: the package's data-driven default, the removed
 channels' consumers refit by least squares on the calibration batch and the BN statistics
 re-estimated (``mrp_gpu.refit``); ``mrp:default+refit`` removes in the default's own
-order with activation features, as ``mrp-gpu prune --data`` does.
+order with data (activation features, the ``rebuild`` rule), as ``mrp-gpu prune --data``
+does, and ``mrp:error-in-community+refit`` in the order of the earlier default rule.
 The same fraction is also removed from every group by every rule, one group at a
 time, to compare the rules over the whole model: the rule with the smallest mean
 drop is the default's best candidate.
@@ -51,6 +52,7 @@ from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 from mrp_gpu.plan import PruningPlan
 from mrp_gpu.planner import removal_order
+from mrp_gpu.redundancy import REBUILD_RULES
 from mrp_gpu.refit import refit
 
 THRESHOLDS = "chance_degree=0.05,chance_degree=0.01,chance_degree=0.001,chance_degree=0.0001,tau=0.3,tau=0.5,tau=0.7"
@@ -108,8 +110,12 @@ class Evaluator:
         return 100 * (self.base_recal - self.accuracy(recalibrate_bn(masked, self.calibration)))
 
 
+DATA_FREE_RULES = [r for r in REPLACE_RULES if r != "auto" and r not in REBUILD_RULES]
+
+
 def default_criterion() -> str:
-    d = MRPConfig()
+    """The data-free default's name (the ``+refit`` rows hold the default with data)."""
+    d = MRPConfig().resolved(has_data=False)
     return f"mrp:{d.replace}" + ("+compensate" if d.compensate else "")
 
 
@@ -121,15 +127,17 @@ def orders_for(model, groups, group, seeds, calibration) -> dict[str, list[tuple
     are ``None``: the refit supersedes them) are scored after a least-squares refit.
     """
     out = {}
-    for rule in REPLACE_RULES:
+    for rule in DATA_FREE_RULES:
         order, merges = removal_order(model, groups, group, MRPConfig(replace=rule))
         out[f"mrp:{rule}"] = [(order, [])]
         out[f"mrp:{rule}+compensate"] = [(order, merges)]
-    out["least-replaceable"] = [(out[f"mrp:{MRPConfig().replace}"][0][0][::-1], [])]
+    out["least-replaceable"] = [(out[f"mrp:{MRPConfig().resolved(has_data=False).replace}"][0][0][::-1], [])]
     g = groups[group]
     out["l1"] = [(np.argsort(channel_scores(model, g, "l1"), kind="stable").tolist(), [])]
     out["random"] = [(np.random.default_rng(s).permutation(g.size).tolist(), []) for s in seeds]
     out["mrp:default+refit"] = [(removal_order(model, groups, group, MRPConfig(), calibration)[0], None)]
+    out["mrp:error-in-community+refit"] = [
+        (removal_order(model, groups, group, MRPConfig(replace="error-in-community"), calibration)[0], None)]
     out["l1+refit"] = [(out["l1"][0][0], None)]
     out["random+refit"] = [(o, None) for o, _ in out["random"]]
     return out
@@ -270,7 +278,7 @@ def plots(result, out: Path) -> None:
     curves = result["curves"]
     fig, axes = plt.subplots(1, len(curves["groups"]), figsize=(4.5 * len(curves["groups"]), 3.8), squeeze=False)
     colors = {"norm-in-community": "C0", "mean-sim": "C1", "nearest": "C2", "reconstruction": "C3",
-              "reconstruction-norm": "C4", "norm-in-redundant": "C5", "error": "C6", "error-in-community": "C9",
+              "reconstruction-norm": "C4", "norm-in-redundant": "C5", "error": "C6", "error-in-community": "C7",
               "default": "C9", "least-replaceable": "C8", "l1": "black", "random": "grey"}
     for ax, (gid, by_rule) in zip(axes[0], curves["groups"].items()):
         for name, ys in by_rule.items():

@@ -45,6 +45,7 @@ from mrp_gpu.io import atomic_write_bytes, atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
 ALLOCATIONS = ("uniform", "log-r", "srp")
+SWEPT_RULE = "error-in-community"  # the in-layer rule the committed sweep ran with (the default of its day)
 
 
 def redundancy(model_name: str, thresholds: list[str], calib_size: int, data: str, root) -> dict:
@@ -55,12 +56,13 @@ def redundancy(model_name: str, thresholds: list[str], calib_size: int, data: st
     return redundancy_by_threshold(model, size, build_groups(model, size), thresholds, images)
 
 
-def accuracies(quality: dict, model: str, thresholds: list[str], tag: str) -> dict:
+def accuracies(quality: dict, model: str, thresholds: list[str], tag: str, replace: str = SWEPT_RULE) -> dict:
     """``{allocation: {target: {threshold: summary row or None}}}`` from the quality study's recal
-    rows, and under ``"best baseline"`` the best non-MRP row of each target."""
+    rows of the ``replace`` rule, and under ``"best baseline"`` the best non-MRP row of each target."""
     rows = [s for s in quality["summary"] if s["model"] == model and s["protocol"] == tag and s["target"] is not None]
     targets = sorted({s["target"] for s in rows})
-    out = {a: {str(x): {t: find(quality, model, tag, x, f"mrp[{t};allocation={a}]") for t in thresholds}
+    out = {a: {str(x): {t: find(quality, model, tag, x, f"mrp[{t};allocation={a};replace={replace}]")
+                        for t in thresholds}
                for x in targets}
            for a in ALLOCATIONS}
     baselines = {x: [s for s in rows if s["target"] == x and not s["method"].startswith(("mrp", "none"))]
@@ -145,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--thresholds", default=THRESHOLDS, help="MRPConfig field=value, comma-separated")
     ap.add_argument("--quality", help="the quality study's results (default: OUT/quality_cpu.json)")
     ap.add_argument("--tag", default="recal 2000 images", help="the quality study's protocol tag to read")
+    ap.add_argument("--replace", default=SWEPT_RULE, help="the in-layer rule whose rows to read")
     ap.add_argument("--calib-size", type=int, default=MRPConfig().calib_size)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--data-root")
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
               "models": {}}
     for name in args.models.split(","):
         result["models"][name] = {"R": redundancy(name, thresholds, args.calib_size, args.data, args.data_root),
-                                  "accuracy": accuracies(quality, name, thresholds, args.tag)}
+                                  "accuracy": accuracies(quality, name, thresholds, args.tag, args.replace)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "threshold_sweep.json", json.dumps(result, indent=1))
     plot(result, out / "threshold_sweep.png")

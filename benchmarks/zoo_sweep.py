@@ -97,18 +97,20 @@ def sweep_one(name: str, target: float) -> dict:
 
 
 SUPPORT_FILE = ZOO_DIR / "support.json"  # shipped with the package
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", type=float, default=0.3)
     ap.add_argument("--models", default="", help="comma list (default: every torchvision classifier)")
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(RESULTS), help="results folder; mrp-gpu models reads the sweep "
+                    "written to the default one")
     ap.add_argument("--merge", action="store_true", help="replace only these models' rows in OUT/zoo.json")
     ap.add_argument("--zoo", choices=("torchvision", "timm"), default="torchvision")
     args = ap.parse_args(argv)
     if args.zoo == "timm":
-        names = [f"timm/{n}" for n in (args.models.split(",") if args.models else TIMM_MODELS)]
+        names = [f"timm/{n.removeprefix('timm/')}" for n in (args.models.split(",") if args.models else TIMM_MODELS)]
     else:
         names = args.models.split(",") if args.models else [
             n for n in list_models() if n not in ("demo", "vgg_demo", "vgg16_cifar") and not n.startswith("resnet")
@@ -136,7 +138,8 @@ def main(argv=None) -> int:
         result = old
     atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1))
     atomic_write_text(out / f"{stem}.md", markdown(result))
-    atomic_write_text(SUPPORT_FILE, json.dumps(support(result), indent=1) + "\n")
+    if out.resolve() == RESULTS.resolve():  # a trial elsewhere leaves what `mrp-gpu models` says alone
+        atomic_write_text(SUPPORT_FILE, json.dumps(support(result), indent=1) + "\n")
     print(markdown(result))
     return 0
 

@@ -140,14 +140,16 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     """
     if method not in METHODS:
         raise MRPError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    config = (config or MRPConfig()).resolved(calibration is not None)
+    asked = config or MRPConfig()
+    config = asked.resolved(calibration is not None)
     target = Target(target_flops, target_params)
     groups = groups or build_groups(model, input_size, device=_device_of(model))
     with stage("planning", model):
         if method == "mrp":
             from .planner import plan_mrp
 
-            return plan_mrp(model, groups, target, config, model_name=model_name, progress=progress,
+            # unresolved: plan_mrp makes the ``auto`` choices, some of which depend on the groups
+            return plan_mrp(model, groups, target, asked, model_name=model_name, progress=progress,
                             calibration=calibration, stopwatch=stopwatch)
         cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
                "calib_size": config.calib_size}

@@ -164,7 +164,9 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", help="dataset for activation features and accuracy (e.g. fashion-mnist)")
     g.add_argument("--data-root", help="where the dataset lives (default: its standard place)")
     g = p.add_argument_group("pruning (SRP) options")
-    g.add_argument("--replace", choices=REPLACE_RULES, default=d.replace)
+    g.add_argument("--replace", choices=REPLACE_RULES, default=d.replace,
+                   help="which channel goes: auto (rebuild with --data, error-in-community without), rebuild "
+                   "(what the refit consumers lose least), ... (see MRPConfig.replace)")
     g.add_argument("--step", type=float, default=d.step,
                    help="channels per iteration: a count, or a fraction (<1) of the group's width")
     g.add_argument("--min-channels", type=float, default=d.min_channels)
@@ -174,7 +176,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="do not fold removed channels into their most similar community partner")
     g.add_argument("--allocation", choices=ALLOCATIONS, default=d.allocation,
-                   help="how the cut is spread over layers: srp (the paper's loop), log-r, uniform")
+                   help="how the cut is spread over layers: uniform, srp (the paper's loop), log-r, loss (the "
+                   "layer whose next channel costs least per MAC saved)")
     g.add_argument("--floor-communities", action="store_true",
                    help="no layer goes below the number of communities it had before pruning")
     g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=d.refit,

@@ -18,9 +18,9 @@ __all__ = ["MRPConfig", "CONFIG_VERSION", "TRACE_TIMEOUT", "METHODS", "FEATURES"
 CONFIG_VERSION = 1
 TRACE_TIMEOUT = 300.0  # seconds: the dependency tracer has spent minutes on some graphs without an end
 FEATURES = ("auto", "weight", "activation")
-REPLACE_RULES = ("norm-in-community", "norm-in-redundant", "mean-sim", "nearest", "reconstruction",
-                 "reconstruction-norm", "error", "error-in-community")
-ALLOCATIONS = ("srp", "log-r", "uniform")
+REPLACE_RULES = ("auto", "norm-in-community", "norm-in-redundant", "mean-sim", "nearest", "reconstruction",
+                 "reconstruction-norm", "error", "error-in-community", "rebuild", "rebuild-in-community")
+ALLOCATIONS = ("auto", "uniform", "loss", "srp", "log-r")
 METHODS = ("mrp", "l1", "fpgm", "random", "uniform")  # the planners of ``mrp_gpu.plan``
 # MRP as published (Gao et al. 2025): the SRP loop ranks layers by R alone, weight features,
 # and nothing carries a removed filter's signal on (compensation and refit are this package's).
@@ -72,18 +72,24 @@ class MRPConfig:
     seed : int
         Seed of Louvain's node order and of every random choice.
     replace : str
-        Which channel goes next (``mrp_gpu.redundancy``): ``error-in-community``
-        (default: the member of the largest community whose loss its consumers feel
-        least once refit on every survivor: the share of it the others cannot rebuild,
-        times its BN ``gamma`` squared, times the energy of the weights that read it),
-        ``error`` (the same over every live channel, communities aside),
-        ``reconstruction`` (the member its community rebuilds best),
-        ``reconstruction-norm``, ``norm-in-community``, ``norm-in-redundant``,
-        ``mean-sim`` or ``nearest``. In the quality study
-        (``benchmarks/results/quality_cpu.md``, ``recal``, 3 seeds) ``error-in-community``
-        beat ``reconstruction`` in all four cells (+0.14 to +0.67 points) and came within
-        0.36 points of uniform counts + smallest L1 + the same refit (ahead by 0.08 at
-        vgg_demo -70 %).
+        Which channel goes next (``mrp_gpu.redundancy``). ``auto`` (default):
+        ``rebuild`` with calibration images, ``error-in-community`` without.
+        ``rebuild``: the channel whose removal its consumers feel least once refit by
+        least squares on every survivor, computed on their real inputs (every ``k x k``
+        patch, after the activation: Optimal Brain Surgeon with each consumer's exact
+        Hessian); ``rebuild-in-community``: the same among the largest community's
+        members. ``error-in-community``: the member of the largest community whose
+        loss the same refit leaves smallest, estimated from the group's pooled features
+        (the share of it the others cannot rebuild, times its BN ``gamma`` squared,
+        times the energy of the weights that read it); ``error``: that estimate over
+        every live channel. ``reconstruction`` (the member its community rebuilds
+        best), ``reconstruction-norm``, ``norm-in-community``, ``norm-in-redundant``,
+        ``mean-sim``, ``nearest``. In the quality study
+        (``benchmarks/results/quality_cpu.md``, ``recal``, 3 seeds, uniform counts and
+        the refit) ``rebuild`` keeps 92.37 / 90.89 / 92.64 / 92.27 % (demo and
+        vgg_demo at -50 / -70 % MACs) where ``error-in-community`` kept 92.05 / 88.73 /
+        92.42 / 91.77 and uniform counts + smallest L1 + the same refit 92.41 / 88.88 /
+        92.57 / 91.69; ``rebuild-in-community`` 92.46 / 90.58 / 92.67 / 92.05.
     compensate : bool
         Without ``refit``: fold each removed channel into its most similar remaining
         community partner (the partner's consumer weights gain the removed channel's,
@@ -110,14 +116,21 @@ class MRPConfig:
         ``allocation="srp"``: rank groups by ``R_g`` times the MACs one of its channels
         costs (normalised), not ``R_g`` alone: in the 1-epoch fine-tuning study (the
         demo at -50 % MACs, 3 seeds) 90.90 ± 0.24 % against 87.67 ± 1.04 %.
-    allocation : {"srp", "log-r", "uniform"}
-        How the cut is spread over groups. ``uniform`` (default): the same fraction
-        everywhere. ``srp``: the paper's loop, always the group with the highest
-        score. ``log-r``: each group loses a fraction of its width in proportion to
-        ``log R_g`` of the unpruned model (``R_g = 1``: left whole), scaled to meet the
-        target. With ``uniform`` and ``log-r`` channels still go in each group's own MRP
-        removal order. ``uniform`` is the default because SRP's allocation lost to it
-        in every comparison of the quality study (``docs/method.md``, section 8).
+    allocation : {"auto", "uniform", "loss", "srp", "log-r"}
+        How the cut is spread over groups. ``auto`` (default): ``loss`` with calibration
+        images, ``uniform`` without (and ``uniform`` for models whose groups feed grouped
+        convolutions, which the loop cannot cut evenly yet). ``loss``: the SRP loop, but
+        always the group whose next channel (by ``replace``, an ``error`` or ``rebuild``
+        rule) costs its consumers least per MAC it saves: "most redundant" read as
+        "cheapest to rebuild". ``uniform``: the same fraction everywhere. ``srp``: the
+        paper's loop, always the group with the highest ``R`` (``cost_aware``: times
+        the MACs a channel saves). ``log-r``: each group loses a fraction of its width
+        in proportion to ``log R_g`` of the unpruned model (``R_g = 1``: left whole),
+        scaled to meet the target. With ``uniform`` and ``log-r`` channels go in each
+        group's own removal order. In the quality study (3 seeds, with ``rebuild`` and
+        the refit) ``loss`` was level with or ahead of ``uniform`` in 11 of 12 cells of
+        ``recal``, ``finetune`` and ``scratch`` (at most 0.1 behind, up to 0.4 ahead);
+        SRP by ``R`` lost to both everywhere (``docs/method.md``, section 8).
     floor_communities : bool
         No group goes below the number of communities it had before pruning (one
         survivor per community, the literal reading of "redundant").
@@ -146,14 +159,14 @@ class MRPConfig:
     backend: str = "auto"
     device: str = "auto"
     seed: int = 0
-    replace: str = "error-in-community"
+    replace: str = "auto"
     compensate: bool = True
     refit: bool | None = None
     step: float = 1
     min_channels: float = 1
     round_to: int = 1
     cost_aware: bool = True
-    allocation: str = "uniform"
+    allocation: str = "auto"
     floor_communities: bool = False
     refresh_every: int = 16
     calib_size: int = 256
@@ -195,6 +208,10 @@ class MRPConfig:
             changes["features"] = "activation" if has_data else "weight"
         if self.refit is None:
             changes["refit"] = has_data
+        if self.replace == "auto":
+            changes["replace"] = "rebuild" if has_data else "error-in-community"
+        if self.allocation == "auto":
+            changes["allocation"] = "loss" if has_data else "uniform"
         return self.replace_with(**changes) if changes else self
 
     def replace_with(self, **changes) -> MRPConfig:

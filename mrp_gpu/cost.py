@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+import torch_pruning as tp
 from torch_pruning.ops import OPTYPE
 from torch_pruning.utils import op_counter
 
@@ -35,7 +36,8 @@ class CallRecord:
     out_grad_fn: object
     in_grad_fn: object
     channels_last: bool
-    flops: int  # what the counter itself counts for this call
+    flops: int  # what the counter itself counts for this call, per image
+    copies: float = 1.0  # the call's batch over the images' batch (e.g. 4 where patches are folded into it)
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -43,9 +45,23 @@ def _kind(module: nn.Module) -> str | None:
     return None if hook is None else hook.__name__.replace("_flops_counter_hook", "")
 
 
+def _counted(module: nn.Module) -> list[nn.Module]:
+    """The modules the counter adds up: those it has a hook for, but none inside another
+    such module (its total stops at the outer one, e.g. timm's ``Attention``, whose hook
+    counts the projections of its ``Linear`` children)."""
+    if _kind(module) is not None:
+        return [module]
+    return [m for child in module.children() for m in _counted(child)]
+
+
 def record_calls(model: nn.Module, inputs, records: list[CallRecord]):
-    """Run ``model(inputs)`` and append a :class:`CallRecord` for every counted call."""
+    """Run ``model(inputs)`` and append a :class:`CallRecord` for every counted call.
+
+    Counts are per image, as the counter's are: a call whose batch dimension holds more
+    than the images (MobileViT folds its patches into it) has ``copies > 1``."""
     last_dim_fns = set()
+    first = next((t for t in tp.utils.flatten_as_list(inputs) if isinstance(t, torch.Tensor)), None)
+    batch = first.shape[0] if first is not None and first.dim() > 1 else 1
 
     def hook(module, args, output):
         kind = _kind(module)
@@ -57,15 +73,16 @@ def record_calls(model: nn.Module, inputs, records: list[CallRecord]):
             last_dim_fns.add(out.grad_fn)
         module.__flops__ = 0
         op_counter.MODULES_MAPPING[type(module)](module, args, output)
-        flops = int(module.__flops__) // max(1, x.shape[0] if isinstance(x, torch.Tensor) and x.dim() > 1 else 1)
+        batched = isinstance(x, torch.Tensor) and x.dim() > 1
+        flops = int(module.__flops__) // (batch if batched else 1)
         del module.__flops__
         records.append(CallRecord(
             module, kind,
             tuple(x.shape) if isinstance(x, torch.Tensor) else (),
             tuple(out.shape) if isinstance(out, torch.Tensor) else (),
-            getattr(out, "grad_fn", None), in_fn, channels_last, flops))
+            getattr(out, "grad_fn", None), in_fn, channels_last, flops, x.shape[0] / batch if batched else 1.0))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if _kind(m) is not None]
+    handles = [m.register_forward_hook(hook) for m in _counted(model)]
     try:
         return model(inputs)
     finally:
@@ -160,7 +177,7 @@ def build_cost_model(DG, records: list[CallRecord], group_items: list, model: nn
     for r in records:
         m = r.module
         node = DG.module2node.get(m)
-        out_numel, in_numel = float(np.prod(r.out_shape[1:])), float(np.prod(r.in_shape[1:]))
+        out_numel, in_numel = (r.copies * float(np.prod(shape[1:])) for shape in (r.out_shape, r.in_shape))
         c_out = channels(r.out_shape, r.channels_last)
         c_in = channels(r.in_shape, r.channels_last)
         if r.kind == "conv" and node is not None:

@@ -21,7 +21,7 @@ from .errors import ModelError, MRPError
 from .groups import ChannelGroup, ChannelGroups, LayerSlice
 
 __all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "consumer_energy", "weight_features",
-           "activation_features", "normalize_rows", "compute_features"]
+           "activation_features", "normalize_rows", "compute_features", "is_dense", "input_rows", "input_covariances"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +105,64 @@ def consumer_energy(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     return energy
 
 
+def _run_hooked(model: nn.Module, handles: list, batch: torch.Tensor, chunk: int) -> None:
+    """Run ``model`` in eval mode over ``batch`` in chunks, for what its hooks collect; then
+    remove the hooks and restore the model's mode."""
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        for x in batch.split(chunk):
+            model(x.to(device))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+
+
+def is_dense(layer: nn.Module) -> bool:
+    """A layer whose every output reads every input: a linear layer or a 2-D convolution with ``groups=1``."""
+    return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
+
+
+def input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A dense layer's input as regression rows: [positions, in_features] (a convolution's
+    rows are its input patches, one column per input channel and kernel tap)."""
+    if isinstance(layer, nn.Conv2d):
+        return F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride).transpose(1, 2) \
+            .reshape(-1, layer.weight[0].numel())
+    return x.reshape(-1, x.shape[-1])
+
+
+@torch.no_grad()
+def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *, chunk: int = 64,
+                      max_rows: int = 32768, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Covariance of what each dense layer in ``names`` reads on ``batch``, float64:
+    ``{name: [in_features, in_features]}`` over its input rows (:func:`input_rows`), at
+    most ``max_rows`` of them, drawn evenly from the chunks with ``seed``."""
+    sums: dict[str, list] = {}
+    per_chunk = -(-max_rows // -(-len(batch) // chunk))
+    gen = torch.Generator().manual_seed(seed)
+
+    def hook_for(name):
+        def hook(module, args):
+            x = input_rows(module, args[0].detach())
+            if len(x) > per_chunk:
+                x = x[torch.randperm(len(x), generator=gen)[:per_chunk].to(x.device)]
+            acc = sums.setdefault(name, [0.0, 0.0, 0])
+            acc[0] = acc[0] + (x.T @ x).double()
+            acc[1] = acc[1] + x.double().sum(0)
+            acc[2] += len(x)
+        return hook
+
+    _run_hooked(model, [model.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names], batch, chunk)
+    out = {}
+    for name, (xx, xs, n) in sums.items():
+        mean = xs / n
+        out[name] = xx / n - torch.outer(mean, mean)
+    return out
+
+
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows; an all-zero row stays zero (cosine 0 with everything)."""
     return F.normalize(x, dim=1, eps=1e-12)
@@ -157,17 +215,8 @@ def activation_features(model: nn.Module, groups: ChannelGroups, batch: torch.Te
                 collected[gi][slot_of[(gi, name)]].append(part.float())
         return hook
 
-    handles = [model.get_submodule(name).register_forward_hook(hook_for(name)) for name in taps]
-    was = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        for x in batch.split(chunk):
-            model(x.to(device))
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
+    _run_hooked(model, [model.get_submodule(name).register_forward_hook(hook_for(name)) for name in taps], batch,
+                chunk)
     ids, rows = [], []
     for g, parts in zip(groups, collected):
         centred = [torch.cat(p, 1) for p in parts]

@@ -20,18 +20,25 @@ import torch
 
 from .community import ENGINES, louvain_graph, resolve_backend
 from .community.graph import symmetric_union
-from .errors import ModelError, TargetError, stage
+from .errors import ModelError, MRPError, TargetError, stage
 from .groups import ChannelGroups
 from .plan import PruningPlan
 from .redundancy import (
     ERROR_RULES,
+    LOSS_RULES,
     NEEDS_SIMILARITY,
+    REBUILD_RULES,
     Precision,
+    Rebuild,
     largest_community,
     most_replaceable,
 )
 from .similarity import similarity_edges, thresholds
 from .timing import Stopwatch
+
+# ``rebuild`` rules: consumers with more inputs are not counted (a [n, n] float64 covariance each;
+# 8192 inputs take 512 MB), e.g. a classifier reading a flattened 7x7 map of 512 channels
+REBUILD_INPUTS = 8192
 
 __all__ = ["Target", "Budget", "allocate", "plan_from_orders", "plan_global", "plan_uniform", "plan_mrp",
            "removal_order"]
@@ -287,7 +294,7 @@ class _Redundancy:
     only then. Thresholds ``tau_g`` are fixed from the unpruned model.
     """
 
-    def __init__(self, model, groups: ChannelGroups, config, feats, device):
+    def __init__(self, model, groups: ChannelGroups, config, feats, device, calibration=None):
         from .features import bn_scale, consumer_energy, output_scale, weight_matrix
 
         self.groups, self.config, self.device, self.model = groups, config, device, model
@@ -299,6 +306,10 @@ class _Redundancy:
         self.salience = ([self.loudness[gi] ** 2 * consumer_energy(model, g).numpy() for gi, g in enumerate(groups)]
                          if config.replace in ERROR_RULES else None)
         self.prec: list[tuple | None] = [None] * len(groups)  # error rules: (Precision, channel -> its row)
+        self.rebuild: list[Rebuild | None] = [None] * len(groups)  # rebuild rules
+        self.calibration, self.covs = calibration, None
+        if config.replace in REBUILD_RULES and calibration is None:
+            raise MRPError(f"replace={config.replace!r} needs calibration images (--data)")
         for gi, g in enumerate(groups):
             w = weight_matrix(model, g).to(device)
             s = bn_scale(model, g)
@@ -342,18 +353,17 @@ class _Redundancy:
             labels = labels_of[pos]
             merge = None
             counts = np.bincount(labels)
-            if by_norm or (rule != "error" and counts.max() == 1):  # every live channel alone
+            if by_norm or (rule not in ("error", "rebuild") and counts.max() == 1):  # every live channel alone
                 channel, size = int(pos[np.argmin(self.norms(g)[pos])]), 1
             else:
                 if rule == "norm-in-redundant":  # every channel that has a community partner
                     members = pos[counts[labels] > 1]
-                elif rule == "error":
+                elif rule in ("error", "rebuild"):
                     members = pos
                 else:
                     members = pos[largest_community(labels)]
-                share = self.unexplained(g) if rule in ERROR_RULES else None
-                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g], share=share,
-                                               salience=None if self.salience is None else self.salience[g])[0])
+                loss = self.loss(g, rule) if rule in LOSS_RULES else None
+                channel = int(most_replaceable(rule, members, self.norms(g), sim, self.gram[g], loss=loss)[0])
                 size = int((labels_of[members] == labels_of[channel]).sum())
                 others = members[(members != channel) & (labels_of[members] == labels_of[channel])]
                 if partners and len(others):  # ``error`` may take a channel that is alone in its community
@@ -372,6 +382,46 @@ class _Redundancy:
             self.gram[g].sub_(cols @ cols.T)
             self.pending[g] = []
             self.sim[g] = self.edges[g] = self.prec[g] = None
+
+    def loss(self, g: int, rule: str) -> np.ndarray:
+        """What the consumers of ``g`` lose, once refit, if each channel went next (``LOSS_RULES``).
+
+        Inside one quantum of several channels the loss is that of the quantum's start."""
+        if rule in ERROR_RULES:
+            return self.unexplained(g) * self.salience[g]
+        if self.rebuild[g] is None:
+            self.rebuild[g] = self._rebuild(g)
+        return self.rebuild[g].loss()
+
+    def _rebuild(self, g: int) -> Rebuild:
+        """The :class:`Rebuild` state of group ``g``: its dense consumers on the calibration batch
+        (the input covariances of every group's consumers come from one pass, at the first call)."""
+        from .features import input_covariances, is_dense
+
+        def counted(name: str) -> bool:  # a dense layer of at most REBUILD_INPUTS inputs
+            m = self.model.get_submodule(name)
+            return is_dense(m) and m.weight[0].numel() <= REBUILD_INPUTS
+
+        if self.covs is None:
+            names = sorted({s.module for group in self.groups for s in group.consumers if counted(s.module)})
+            self.covs = input_covariances(self.model, names, self.calibration, seed=self.config.seed)
+        group, consumers = self.groups[g], []
+        for s in group.consumers:
+            if s.module not in self.covs:
+                continue
+            channels, times = np.unique(s.channel, return_counts=True)
+            if (times != times[0]).any():
+                continue  # channels read at unequal numbers of positions: not counted
+            w = self.model.get_submodule(s.module).weight.detach()
+            per = int(np.prod(w.shape[2:]))  # columns per input position: the kernel's taps
+            # every position a channel occupies (e.g. 49 after flattening a 7x7 map), times the taps
+            pos = s.idxs[np.argsort(s.channel, kind="stable")]
+            cols = (pos[:, None] * per + np.arange(per)).reshape(len(channels), -1)
+            consumers.append((self.covs[s.module].to(self.device), w.flatten(1).to(self.device), channels, cols))
+        rebuild = Rebuild(consumers, group.size)
+        for c in np.flatnonzero(~self.alive[g]).tolist():
+            rebuild.drop(c)
+        return rebuild
 
     def unexplained(self, g: int) -> np.ndarray:
         """The share of each live channel of ``g`` its other live channels cannot rebuild (0 for removed ones).
@@ -447,6 +497,9 @@ class _Redundancy:
             prec, where = self.prec[g]
             for r in np.atleast_1d(channels).tolist():
                 prec.drop(int(where[r]))
+        if self.rebuild[g] is not None:
+            for r in np.atleast_1d(channels).tolist():
+                self.rebuild[g].drop(int(r))
         if self.sim[g] is not None:
             idx = torch.as_tensor(channels, device=self.sim[g].device)
             self.sim[g][idx] = 0
@@ -557,13 +610,14 @@ def removal_order(model, groups: ChannelGroups, group: str, config,
     feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
                              calibration=calibration, pool=config.pool, device=device)
     g = groups.index(group)
-    steps = _group_steps(_Redundancy(model, groups, config, feats, device), g, config.replace, step=config.step)
+    steps = _group_steps(_Redundancy(model, groups, config, feats, device, calibration), g, config.replace,
+                         step=config.step)
     order = [t["channel"] for t in steps]
     return order + sorted(set(range(groups[g].size)) - set(order)), [t["merge"] for t in steps]
 
 
 def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats, device, *,
-                    model_name: str) -> PruningPlan:
+                    model_name: str, calibration=None, notes=None) -> PruningPlan:
     """``allocation="uniform"`` or ``"log-r"``: counts first, then MRP's order inside each group.
 
     The counts come from :func:`allocate` (the same fraction everywhere, or fractions in
@@ -574,7 +628,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
     """
     if target is None:
         raise TargetError(f"allocation={config.allocation!r} needs a target; only 'srp' runs to exhaustion")
-    state = _Redundancy(model, groups, config, feats, device)
+    state = _Redundancy(model, groups, config, feats, device, calibration)
     state.refresh(list(range(len(groups))))
     R0 = state.R.copy()
     weights = None if config.allocation == "uniform" else np.log(R0)
@@ -596,7 +650,7 @@ def _plan_allocated(model, groups: ChannelGroups, target: Target, config, feats,
             R1[g] = t["R_after"]
     cfg = config.to_dict() | {"redundancy_before": dict(zip(groups.ids, np.round(R0, 6).tolist())),
                               "redundancy_after": dict(zip(groups.ids, np.round(R1, 6).tolist()))}
-    return budget.to_plan(model_name, "mrp", cfg, trajectory, merges=merges)
+    return budget.to_plan(model_name, "mrp", cfg, trajectory, notes, merges=merges)
 
 
 def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, model_name: str = "model",
@@ -623,26 +677,38 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     from .features import compute_features
     from .finetune import resolve_device
 
+    notes = []
+    grouped = [g.id for g in groups if g.blocks > 1]
+    if config.allocation == "auto" and grouped and calibration is not None:
+        config = config.replace_with(allocation="uniform")
+        notes.append(f"allocation 'auto' is 'uniform' here: the loss allocation cannot yet cut the groups that feed "
+                     f"grouped convolutions evenly ({grouped[0]!r}{' ...' if len(grouped) > 1 else ''})")
     config = config.resolved(calibration is not None)
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
     with (stopwatch or Stopwatch(device)).lap("features"), stage("features", model):
         feats = compute_features(model, groups, features=config.features, bn=config.bn_scale,
                                  calibration=calibration, pool=config.pool, device=device)
-    if config.allocation != "srp":
-        return _plan_allocated(model, groups, target, config, feats, device, model_name=model_name)
-    grouped = [g.id for g in groups if g.blocks > 1]
+    if config.allocation not in ("srp", "loss"):
+        return _plan_allocated(model, groups, target, config, feats, device, model_name=model_name,
+                               calibration=calibration, notes=notes)
     if grouped:
-        raise ModelError(f"allocation='srp' cannot yet cut the groups that feed grouped convolutions evenly "
+        raise ModelError(f"allocation={config.allocation!r} cannot yet cut the groups that feed grouped "
+                         "convolutions evenly "
                          f"({grouped[0]!r}{f' and {len(grouped) - 1} more' if len(grouped) > 1 else ''}); "
                          "the default allocation (uniform) or log-r can")
-    state = _Redundancy(model, groups, config, feats, device)
+    state = _Redundancy(model, groups, config, feats, device, calibration)
     state.refresh(list(range(len(groups))))
     R0 = state.R.copy()
     if config.floor_communities:  # one survivor per community of the unpruned model
         budget.mins = np.maximum(budget.mins, np.round(budget.sizes / R0).astype(np.int64))
         budget.check_reachable()
     trajectory, merges, stale, fallbacks, it = [], [], set(), 0, 0
+    by_loss = config.allocation == "loss"
+    if by_loss and config.replace not in LOSS_RULES:
+        raise MRPError(f"allocation='loss' ranks groups by the loss of a replace rule among {LOSS_RULES}, "
+                       f"not {config.replace!r}")
+    next_loss = np.full(len(groups), np.nan)  # allocation='loss': what each group's next removal costs
     goal = None if target is None else (target.flops if target.flops is not None else target.params)
     bar = tqdm(total=1000, desc="MRP", disable=not progress, leave=False)
     while not budget.done():
@@ -654,19 +720,28 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
             raise TargetError("no group can shrink further before the target is met")  # reachability was checked
         savings = groups.cost.savings(budget.counts)
         while True:  # lazy: the group about to be chosen is brought up to date first
-            redundant = candidates[state.R[candidates] > 1.0]  # a group of singletons is no candidate
+            if by_loss:  # every group that can shrink; the one whose next channel costs least per MAC saved
+                redundant = candidates
+                for h in candidates[np.isnan(next_loss[candidates])].tolist():
+                    next_loss[h] = state.loss(h, config.replace)[state.pick(h, 1, config.replace)[0][0]]
+            else:
+                redundant = candidates[state.R[candidates] > 1.0]  # a group of singletons is no candidate
             fallback = len(redundant) == 0
             if fallback:
                 break
-            score = state.R.copy()
-            if config.cost_aware:
-                score = score * savings / max(savings[redundant].max(), 1e-12)
+            if by_loss:
+                score = savings / np.maximum(next_loss, 1e-12)
+            else:
+                score = state.R.copy()
+                if config.cost_aware:
+                    score = score * savings / max(savings[redundant].max(), 1e-12)
             cand_score = score[redundant]
             g = int(redundant[np.argmax(cand_score)])  # ties: the earlier group
             if not state.pending[g]:
                 break
             state.refresh([g])
             stale.discard(g)
+            next_loss[g] = np.nan
         if fallback:  # scored by the cost its channels carry, the largest first
             score = savings * budget.counts
             cand_score = score[candidates]
@@ -677,9 +752,11 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
         merges += [m for _, _, m in chosen if m is not None]
         stale.update(state.remove(g, removed))
         budget.remove(g, removed)
+        next_loss[g] = np.nan
         it += 1
         if it % config.refresh_every == 0:  # every group whose filters lost inputs since, with g
             state.refresh(sorted(stale | {g}))
+            next_loss[sorted(stale)] = np.nan
             stale.clear()
         else:
             state.refresh([g], flush=False)
@@ -697,7 +774,6 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
             done = macs_red if target.flops is not None else params_red
             bar.update(max(0, int(1000 * min(done / goal, 1.0)) - bar.n))
     bar.close()
-    notes = []
     if fallbacks:
         notes.append(f"{fallbacks} of {it} iterations fell back to the smallest-norm channel of the group with "
                      "the largest MACs share: no group that could still shrink had a community of two or more")

@@ -30,6 +30,12 @@ Rules (``MRPConfig.replace``), each ranking the members of one community:
     the energy of the consumer weights that read it (the saliency of Optimal Brain
     Surgeon for a linear consumer, ``w_i^2 / [G^-1]_ii``). Candidates: every live
     channel (no community involved), or the members of the largest community.
+``rebuild``, ``rebuild-in-community``
+    the same question asked of what the consumers really read (:class:`Rebuild`): every
+    dense consumer's input patches on calibration images, full resolution, after the
+    activation, one block of ``k x k`` columns per channel; the loss is exactly what
+    :func:`mrp_gpu.refit.refit` leaves of each consumer's output, relative to that
+    output's variance, summed over the consumers. Candidates as for ``error``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import torch
 from .io import atomic_write_text
 
 __all__ = ["LayerRedundancy", "RedundancyReport", "layer_records", "largest_community", "most_replaceable",
-           "NEEDS_SIMILARITY", "ERROR_RULES", "precision", "Precision"]
+           "NEEDS_SIMILARITY", "ERROR_RULES", "REBUILD_RULES", "LOSS_RULES", "precision", "Precision", "Rebuild"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ def largest_community(labels: np.ndarray) -> np.ndarray:
 
 
 ERROR_RULES = ("error", "error-in-community")
+REBUILD_RULES = ("rebuild", "rebuild-in-community")
+LOSS_RULES = ERROR_RULES + REBUILD_RULES  # rules that rank channels by a loss the planner supplies
 NEEDS_SIMILARITY = {"mean-sim", "nearest", "reconstruction", "reconstruction-norm", *ERROR_RULES}
 
 
@@ -156,9 +164,79 @@ class Precision:
         return torch.where(self.diag > 0, 1.0 / self.diag.clamp_min(1e-300), torch.zeros_like(self.diag))
 
 
+class Rebuild:
+    """What a group's dense consumers lose when its channels go, each consumer refit on the rest.
+
+    A consumer ``y = W x`` refit by least squares on inputs of covariance ``G`` loses,
+    when the input columns ``B`` go, ``tr(W_B [P_BB]^-1 W_B^T)`` of its output energy
+    (``P = G^-1``; Optimal Brain Surgeon with the layer's exact Hessian), and the refit
+    moves the other weights by ``-W_B [P_BB]^-1 P_B,:`` while ``P`` becomes its Schur
+    complement. A convolution's inputs are its ``k x k`` patches, so a channel is a
+    block of ``k*k`` columns and the refit may rebuild it from its neighbours' shifted
+    responses too. Each output's loss is relative to its variance (the BN after the
+    consumer normalises it away); the losses of the consumers add up.
+
+    Parameters
+    ----------
+    consumers : list of (cov, weight, channels, cols)
+        Per dense consumer: its input covariance ``[m, m]``, its weights ``[out, m]``,
+        the group channels it reads ``[r]`` and each one's input columns ``[r, b]``.
+    size : int
+        Channels in the group. A channel no dense consumer reads has loss ``inf``: the
+        score cannot see it, and the tie-breaker (its norm) decides.
+    """
+
+    def __init__(self, consumers, size: int, ridge: float = 1e-3):
+        self.parts = []
+        for cov, weight, channels, cols in consumers:
+            cov = cov.double().clone()
+            cov.diagonal().add_(ridge * float(cov.diagonal().mean().clamp_min(1e-30)))
+            w = weight.double().clone()
+            var = ((w @ cov) * w).sum(1)  # each output's variance on the calibration inputs
+            inv_var = torch.where(var > 0, 1.0 / var.clamp_min(1e-300), torch.zeros_like(var))
+            p = torch.cholesky_inverse(torch.linalg.cholesky(cov))
+            self.parts.append([p, w, inv_var, torch.as_tensor(channels), torch.as_tensor(cols)])
+        self.read = np.zeros(size, dtype=bool)
+        for part in self.parts:
+            self.read[part[3].numpy()] = True
+        self.alive = np.ones(size, dtype=bool)
+
+    def loss(self) -> np.ndarray:
+        """Each live channel's loss if it went next (``inf`` when no dense consumer reads it;
+        0 for removed channels). [size]"""
+        out = np.where(self.read, 0.0, np.inf)
+        for p, w, inv_var, channels, cols in self.parts:
+            live = torch.as_tensor(self.alive[channels.numpy()])
+            ch, cl = channels[live], cols[live]
+            if not len(ch):
+                continue
+            pbb = p[cl[:, :, None], cl[:, None, :]]  # [r, b, b]
+            wb = w[:, cl].permute(1, 2, 0)  # [r, b, out]
+            sol = torch.linalg.solve(pbb, wb)
+            out[ch.numpy()] += ((wb * sol).sum(1) * inv_var).sum(1).numpy()
+        out[~self.alive] = 0.0
+        return out
+
+    def drop(self, channel: int) -> None:
+        """Remove ``channel``: every consumer is refit on the rest (weights and precision updated)."""
+        self.alive[channel] = False
+        for part in self.parts:
+            p, w, _, channels, cols = part
+            hit = torch.nonzero(channels == channel).flatten()
+            if not len(hit):
+                continue
+            b = cols[hit[0]]
+            pb = p[:, b]  # [m, b]
+            k = torch.linalg.inv(p[b][:, b])
+            part[1] = w - (w[:, b] @ k) @ pb.T
+            p = p - pb @ k @ pb.T
+            p[b] = 0.0  # exactly what rounding leaves near 0
+            p[:, b] = 0.0
+            part[0] = p
+
+
 def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
-                     gram: torch.Tensor | None = None, k: int = 1, *, share: np.ndarray | None = None,
-                     salience: np.ndarray | None = None) -> np.ndarray:
+                     gram: torch.Tensor | None = None, k: int = 1, *, loss: np.ndarray | None = None) -> np.ndarray:
     """The ``k`` most replaceable of ``members`` (positions), most replaceable first.
 
     Parameters
@@ -174,14 +252,18 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         ``NEEDS_SIMILARITY``.
     gram : Tensor [N, N], optional
         Feature Gram matrix for ``reconstruction`` (``sim`` is used when omitted).
-    share : ndarray [N], optional
-        ``error`` rules (needed): the unexplained share of every channel given every other
-        live channel of the group (``1 / P_ii``, :class:`Precision`).
-    salience : ndarray [N], optional
-        ``error`` rules: loudness squared times consumer weight energy per channel.
+    loss : ndarray [N], optional
+        ``error`` and ``rebuild`` rules (needed): what the consumers lose, once refit, if
+        each channel went next (``error``: the unexplained share of :class:`Precision`
+        times loudness squared times consumer weight energy; ``rebuild``: :class:`Rebuild`).
     """
     if rule in ("norm-in-community", "norm-in-redundant"):
         order = np.argsort(norms[members], kind="stable")
+        return members[order[:k]]
+    if rule in LOSS_RULES:
+        if loss is None:
+            raise ValueError(f"rule {rule!r} needs each channel's loss")
+        order = np.lexsort((norms[members], loss[members]))  # smallest loss, then smaller norm
         return members[order[:k]]
     if sim is None:
         raise ValueError(f"rule {rule!r} needs the similarity matrix")
@@ -200,10 +282,6 @@ def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: tor
         score = -(err / g.diagonal()).cpu().numpy()  # relative error: scale-free
         if rule == "reconstruction-norm":  # what is lost: the unexplained share of a channel, times its size
             score = score * norms[members]
-    elif rule in ERROR_RULES:
-        if share is None or salience is None:
-            raise ValueError(f"rule {rule!r} needs the unexplained shares and the saliences")
-        score = -(share[members] * salience[members])
     else:
         raise ValueError(f"unknown replace rule {rule!r}")
     order = np.lexsort((norms[members], -np.asarray(score)))  # best score, then smaller norm

@@ -22,9 +22,9 @@ import dataclasses
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .executor import apply_masks
+from .features import input_rows, is_dense
 from .groups import ChannelGroups, build_groups
 from .plan import PruningPlan
 
@@ -55,14 +55,6 @@ def _input_of(model: nn.Module, name: str, images: torch.Tensor) -> torch.Tensor
     if not seen:
         raise RuntimeError(f"{name} did not run on the calibration batch")
     return seen[0]
-
-
-def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's input as regression rows: [positions, in_features]."""
-    if isinstance(layer, nn.Conv2d):
-        return F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride).transpose(1, 2) \
-            .reshape(-1, layer.weight[0].numel())
-    return x.reshape(-1, x.shape[-1])
 
 
 def _forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> list[str]:
@@ -138,17 +130,16 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     try:
         for name in _forward_order(model, set(removed), images):
             layer = masked.get_submodule(name)
-            dense_conv = isinstance(layer, nn.Conv2d) and layer.groups == 1
-            if not (dense_conv or isinstance(layer, nn.Linear)):
+            if not is_dense(layer):
                 continue
-            x_full = _rows(layer, _input_of(model, name, images))
-            x_kept = _rows(layer, _input_of(masked, name, images))
+            x_full = input_rows(layer, _input_of(model, name, images))
+            x_kept = input_rows(layer, _input_of(masked, name, images))
             if len(x_full) > max_rows:
                 pick = torch.randperm(len(x_full), generator=gen)[:max_rows].to(device)
                 x_full, x_kept = x_full[pick], x_kept[pick]
             w0 = model.get_submodule(name).weight
             target = x_full.double() @ w0.flatten(1).double().T  # the unpruned layer's output (bias aside)
-            per = int(np.prod(w0.shape[2:])) if dense_conv else 1  # columns per input channel
+            per = int(np.prod(w0.shape[2:]))  # columns per input channel
             gone = np.unique(np.concatenate(removed[name]))
             cols = np.flatnonzero(~np.isin(np.arange(w0.shape[1] * per) // per, gone))
             x = x_kept[:, torch.as_tensor(cols, device=device)].double()

@@ -76,7 +76,7 @@ def test_refit_and_check_failures_name_their_stage(resnet20, monkeypatch):
 
     groups = build_groups(resnet20, (3, 32, 32))
     p = plan(resnet20, (3, 32, 32), target_flops=0.3, method="l1", groups=groups)
-    monkeypatch.setattr("mrp_gpu.refit._rows", _raise)
+    monkeypatch.setattr("mrp_gpu.refit.input_rows", _raise)
     with pytest.raises(ModelError, match="^refit failed.*injected"):
         execute(resnet20, p, groups, MRPConfig(refit=True), torch.randn(8, 3, 32, 32))
     with pytest.raises(ModelError, match=r"^checking the sliced model failed at 0 \(Boom\)"):

@@ -60,3 +60,23 @@ def test_consumer_energy_behind_a_depthwise_conv():
     (g,) = build_groups(model, (3, 4, 4))
     fc = model[7].weight.detach().double().reshape(3, 8, 16)  # 16 flattened positions per channel
     assert torch.allclose(consumer_energy(model, g), fc.pow(2).sum((0, 2)))
+
+
+def test_input_covariances_are_those_of_the_layers_patches():
+    import torch.nn.functional as F
+
+    from mrp_gpu.features import input_covariances
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 3),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5))
+    x = torch.randn(10, 2, 6, 6)
+    covs = input_covariances(model, ["2", "4"], x, chunk=4)
+    with torch.no_grad():
+        h = model[1](model[0](x))
+        patches = F.unfold(h, 3).transpose(1, 2).reshape(-1, 27)  # every 3x3 patch of every image
+        flat = model[3](model[2](h))
+    torch.testing.assert_close(covs["2"], torch.cov(patches.T.double(), correction=0))
+    torch.testing.assert_close(covs["4"], torch.cov(flat.T.double(), correction=0))
+    few = input_covariances(model, ["2"], x, chunk=4, max_rows=30)  # 10 rows from each of 3 chunks
+    assert few["2"].shape == (27, 27) and not torch.allclose(few["2"], covs["2"])

@@ -68,6 +68,11 @@ def test_grouped_convs_are_cut_evenly_across_their_groups():
         assert check(model, (3, 16, 16), target_flops=0.3, method=method, groups=groups)["macs_reduction"] >= 0.3
     with pytest.raises(ModelError, match="allocation='srp' cannot yet cut .* grouped convolutions"):
         plan(model, (3, 16, 16), target_flops=0.3, config=MRPConfig(allocation="srp"), groups=groups)
+    # with data the default allocation is the loss loop, which cannot cut them evenly yet: uniform, noted
+    p = plan(model, (3, 16, 16), target_flops=0.3, groups=groups, calibration=torch.randn(8, 3, 16, 16))
+    assert p.config["allocation"] == "uniform" and p.config["replace"] == "rebuild"
+    assert any("allocation 'auto' is 'uniform' here" in n for n in p.notes)
+    assert all(len(p.removed(g.id)) % 4 == 0 for g in groups)
 
 
 def test_channels_normalised_together_are_left_whole():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mrp_gpu.api import plan
-from mrp_gpu.config import MRPConfig
+from mrp_gpu.config import REPLACE_RULES, MRPConfig
 from mrp_gpu.criteria import group_scores
 from mrp_gpu.errors import TargetError
 from mrp_gpu.planner import Budget, Target, plan_global, plan_uniform
@@ -113,11 +113,20 @@ def test_cost_aware_weighs_redundancy_by_savings(demo):
     assert all(t["score"] == t["best_score"] for t in p.trajectory if not t["fallback"])
 
 
-@pytest.mark.parametrize("rule", ["mean-sim", "nearest", "reconstruction", "reconstruction-norm",
-                                  "norm-in-community", "norm-in-redundant", "error", "error-in-community"])
+@pytest.mark.parametrize("rule", REPLACE_RULES)
 def test_every_replace_rule_plans(demo, rule):
-    p = plan(demo, (1, 28, 28), target_flops=0.2, config=MRPConfig(replace=rule))
+    from mrp_gpu.groups import example_input
+
+    calib = example_input((1, 28, 28), batch=16) if rule.startswith("rebuild") else None
+    p = plan(demo, (1, 28, 28), target_flops=0.2, config=MRPConfig(replace=rule), calibration=calib)
     assert p.macs_reduction >= 0.2
+
+
+def test_rebuild_rules_need_calibration_images(demo):
+    from mrp_gpu.errors import MRPError
+
+    with pytest.raises(MRPError, match="needs calibration images"):
+        plan(demo, (1, 28, 28), target_flops=0.2, config=MRPConfig(replace="rebuild"))
 
 
 def test_round_to_keeps_multiples_of_eight(demo):
@@ -231,3 +240,16 @@ def test_allocations_other_than_srp_need_a_target(demo, demo_groups):
 
     with pytest.raises(TargetError, match="needs a target"):
         plan_mrp(demo, demo_groups, None, MRPConfig(allocation="log-r"))
+
+
+def test_loss_allocation_cuts_where_the_next_channel_costs_least_per_mac(demo):
+    from mrp_gpu.errors import MRPError
+    from mrp_gpu.groups import example_input
+
+    calib = example_input((1, 28, 28), batch=16)
+    p = plan(demo, (1, 28, 28), target_flops=0.4, config=MRPConfig(allocation="loss"), calibration=calib)
+    assert p.macs_reduction >= 0.4 and p.config["allocation"] == "loss" and p.config["replace"] == "rebuild"
+    assert all(t["score"] == t["best_score"] for t in p.trajectory)  # always the arg-max of saved MACs / loss
+    assert len({round(1 - p.kept_count(g) / n, 2) for g, n in p.sizes.items()}) > 1  # not one ratio everywhere
+    with pytest.raises(MRPError, match="loss of a replace rule"):
+        plan(demo, (1, 28, 28), target_flops=0.4, config=MRPConfig(allocation="loss", replace="norm-in-community"))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrp_gpu.redundancy import Precision, largest_community, most_replaceable, precision
+from mrp_gpu.redundancy import Precision, Rebuild, largest_community, most_replaceable, precision
 
 
 def unexplained(gram, ridge=1e-3):
@@ -37,17 +37,16 @@ def test_error_rule_weighs_the_unrebuilt_share_by_salience():
     norms = np.ones(5)
     members = np.array([2, 3, 4])
     share = unexplained(gram).numpy()  # rebuilt from every channel
-    flat = np.ones(5)
-    assert most_replaceable("error", members, norms, sim, gram, share=share, salience=flat)[0] == 3
-    loud3 = flat.copy()
+    assert most_replaceable("error", members, norms, sim, gram, loss=share)[0] == 3
+    loud3 = np.ones(5)
     loud3[3] = 1e9  # exactly rebuilt, but so loud that the ridge's tiny leftover still counts most
-    assert most_replaceable("error", members, norms, sim, gram, share=share, salience=loud3)[0] != 3
+    assert most_replaceable("error", members, norms, sim, gram, loss=share * loud3)[0] != 3
     # rebuilt only from the community: 3 = 0 + 1 is lost once 0 and 1 are not survivors it may use
     alone = np.zeros(5)
     alone[members] = unexplained(gram[members][:, members]).numpy()
-    assert most_replaceable("error", members, norms, sim, gram, share=alone, salience=flat)[0] == 4
-    with pytest.raises(ValueError, match="needs the unexplained shares"):
-        most_replaceable("error", members, norms, sim, gram, salience=flat)
+    assert most_replaceable("error", members, norms, sim, gram, loss=alone)[0] == 4
+    with pytest.raises(ValueError, match="needs each channel's loss"):
+        most_replaceable("error", members, norms, sim, gram)
 
 
 def test_precision_after_drops_equals_a_fresh_inverse():
@@ -65,3 +64,38 @@ def test_precision_after_drops_equals_a_fresh_inverse():
 
 def test_largest_community_ties_go_to_the_lowest_label():
     assert largest_community(np.array([1, 0, 1, 0, 2])).tolist() == [1, 3]  # label 0, not 1
+
+
+def _refit_loss(x, w, gone_cols):
+    """What least squares leaves of ``y = x w^T`` when the columns ``gone_cols`` go, each output
+    relative to its variance (``x`` centred)."""
+    y = x @ w.T
+    keep = [c for c in range(x.shape[1]) if c not in gone_cols]
+    coef = torch.linalg.lstsq(x[:, keep], y).solution
+    return ((y - x[:, keep] @ coef).pow(2).sum(0) / y.pow(2).sum(0)).sum().item()
+
+
+def test_rebuild_loss_is_what_the_refit_leaves_and_drops_update_it():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(2000, 6, generator=g, dtype=torch.float64)
+    # 4 channels of 2 columns each (a 2-tap kernel) and 2 columns of another group; channel 2
+    # is nearly channel 0 + channel 1, so the refit rebuilds it well
+    x = torch.cat([base[:, :4], base[:, :2] + base[:, 2:4] + 0.05 * base[:, 4:6],
+                   torch.randn(2000, 4, generator=g, dtype=torch.float64)], 1)
+    x = x - x.mean(0)
+    w = torch.randn(3, 10, generator=g, dtype=torch.float64)
+    cols = np.arange(8).reshape(4, 2)
+    state = Rebuild([(x.T @ x / len(x), w, np.arange(4), cols)], size=5, ridge=1e-9)
+    loss = state.loss()
+    for c in range(4):
+        assert loss[c] == pytest.approx(_refit_loss(x, w, cols[c].tolist()), rel=1e-5)
+    assert loss[4] == np.inf  # read by no dense consumer: the norm decides
+    assert np.argmin(loss) == 2
+    state.drop(2)  # the others' loss is now what removing them too adds
+    after = state.loss()
+    assert after[2] == 0
+    for c in (0, 1, 3):
+        both = _refit_loss(x, w, cols[[2, c]].ravel().tolist())
+        assert after[c] == pytest.approx(both - _refit_loss(x, w, cols[2].tolist()), rel=1e-4)
+    members = np.array([0, 1, 3])
+    assert most_replaceable("rebuild", members, np.ones(5), loss=after)[0] == members[np.argmin(after[members])]

@@ -54,3 +54,15 @@ def test_summary_markdown_and_what_is_missing():
     assert missing(result) == ["demo, recal 2000 images, -50%, l1[refit=1]: 1 of 2 seeds"]
     text = markdown(result)
     assert "| **mrp** | 91.00 ± 1.41 (n=2) |" in text and "l1[refit=1]: 1 of 2 seeds" in text
+
+
+def test_a_grid_keeps_the_labels_its_methods_had_when_requested():
+    # "mrp" asked for when another rule was the default was run with that rule: its runs are
+    # labelled by the difference now, and the grid's pinned label finds them
+    old = parse_method("mrp[replace=reconstruction]", 0)
+    run = dict(_run("mrp", 0, 0.9), config=old[1].resolved(has_data=True).to_dict())
+    grid = {"models": ["demo"], "tags": ["recal 2000 images"], "targets": [0.5], "methods": ["mrp"], "seeds": 1}
+    result = {"runs": [run], "grids": [grid]}
+    assert missing(result) == ["demo, recal 2000 images, -50%, mrp: 0 of 1 seeds"]  # unpinned: today's meaning
+    grid["labels"] = {"mrp": "mrp[replace=reconstruction]"}
+    assert missing(result) == []

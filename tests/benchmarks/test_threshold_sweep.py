@@ -19,15 +19,17 @@ def test_find_names_a_method_as_the_study_labels_it():
     quality = {"runs": [_run("mrp", 0.9), _run("mrp[allocation=log-r;chance_degree=0.0001]", 0.8)]}
     quality["summary"] = summarize(quality)
     tag = "recal 2000 images"
-    assert find(quality, "demo", tag, 0.5, "mrp[chance_degree=0.05;allocation=uniform]")["method"] == "mrp"
+    assert find(quality, "demo", tag, 0.5, "mrp[chance_degree=0.05;allocation=loss]")["method"] == "mrp"
     row = find(quality, "demo", tag, 0.5, "mrp[chance_degree=0.0001;allocation=log-r]")
     assert row["method"] == "mrp[allocation=log-r;chance_degree=0.0001]" and row["acc_mean"] == 80.0
     assert find(quality, "demo", tag, 0.7, "mrp") is None and find(quality, "demo", tag, 0.5, "l1") is None
 
 
 def test_accuracies_pick_the_rows_of_one_protocol_and_the_best_baseline():
-    runs = [_run("mrp", 0.90), _run("mrp", 0.92, seed=1), _run("mrp[tau=0.5]", 0.91),
-            _run("mrp[allocation=log-r;tau=0.5]", 0.80), _run("mrp[tau=0.5]", 0.99, tag="recal 2000 images, test 500"),
+    u = "allocation=uniform;replace=error-in-community"  # the rows the committed sweep read
+    runs = [_run(f"mrp[{u}]", 0.90), _run(f"mrp[{u}]", 0.92, seed=1), _run(f"mrp[{u};tau=0.5]", 0.91),
+            _run("mrp[allocation=log-r;replace=error-in-community;tau=0.5]", 0.80),
+            _run(f"mrp[{u};tau=0.5]", 0.99, tag="recal 2000 images, test 500"), _run("mrp[tau=0.5]", 0.97),
             _run("l1", 0.85), _run("uniform[refit=1]", 0.93)]
     quality = {"runs": runs}
     quality["summary"] = summarize(quality)
