@@ -128,9 +128,10 @@ class MRPConfig:
         in proportion to ``log R_g`` of the unpruned model (``R_g = 1``: left whole),
         scaled to meet the target. With ``uniform`` and ``log-r`` channels go in each
         group's own removal order. In the quality study (3 seeds, with ``rebuild`` and
-        the refit) ``loss`` was level with or ahead of ``uniform`` in 11 of 12 cells of
-        ``recal``, ``finetune`` and ``scratch`` (at most 0.1 behind, up to 0.4 ahead);
-        SRP by ``R`` lost to both everywhere (``docs/method.md``, section 8).
+        the refit) ``loss`` was ahead of ``uniform`` in 9 of the 12 cells of ``recal``,
+        ``finetune`` and ``scratch`` (by up to 0.40 points) and at most 0.10 behind in
+        the other three; SRP by ``R`` lost to uniform in every ``recal`` comparison
+        (``docs/method.md``, section 8).
     floor_communities : bool
         No group goes below the number of communities it had before pruning (one
         survivor per community, the literal reading of "redundant").

@@ -10,6 +10,7 @@ features is their Pearson correlation. Both are L2-normalised rows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +142,7 @@ def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *
     ``{name: [in_features, in_features]}`` over its input rows (:func:`input_rows`), at
     most ``max_rows`` of them, drawn evenly from the chunks with ``seed``."""
     sums: dict[str, list] = {}
-    per_chunk = -(-max_rows // -(-len(batch) // chunk))
+    per_chunk = math.ceil(max_rows / math.ceil(len(batch) / chunk))
     gen = torch.Generator().manual_seed(seed)
 
     def hook_for(name):

@@ -307,6 +307,7 @@ class _Redundancy:
                          if config.replace in ERROR_RULES else None)
         self.prec: list[tuple | None] = [None] * len(groups)  # error rules: (Precision, channel -> its row)
         self.rebuild: list[Rebuild | None] = [None] * len(groups)  # rebuild rules
+        self.losses: list[np.ndarray | None] = [None] * len(groups)  # loss rules: until the group changes
         self.calibration, self.covs = calibration, None
         if config.replace in REBUILD_RULES and calibration is None:
             raise MRPError(f"replace={config.replace!r} needs calibration images (--data)")
@@ -381,17 +382,21 @@ class _Redundancy:
             cols = torch.cat(self.pending[g], 1)
             self.gram[g].sub_(cols @ cols.T)
             self.pending[g] = []
-            self.sim[g] = self.edges[g] = self.prec[g] = None
+            self.sim[g] = self.edges[g] = self.prec[g] = self.losses[g] = None
 
     def loss(self, g: int, rule: str) -> np.ndarray:
         """What the consumers of ``g`` lose, once refit, if each channel went next (``LOSS_RULES``).
 
-        Inside one quantum of several channels the loss is that of the quantum's start."""
-        if rule in ERROR_RULES:
-            return self.unexplained(g) * self.salience[g]
-        if self.rebuild[g] is None:
-            self.rebuild[g] = self._rebuild(g)
-        return self.rebuild[g].loss()
+        Computed once per state of the group (a removal or a refreshed Gram matrix renews it),
+        so inside one quantum of several channels the loss is that of the quantum's start."""
+        if self.losses[g] is None:
+            if rule in ERROR_RULES:
+                self.losses[g] = self.unexplained(g) * self.salience[g]
+            else:
+                if self.rebuild[g] is None:
+                    self.rebuild[g] = self._rebuild(g)
+                self.losses[g] = self.rebuild[g].loss()
+        return self.losses[g]
 
     def _rebuild(self, g: int) -> Rebuild:
         """The :class:`Rebuild` state of group ``g``: its dense consumers on the calibration batch
@@ -493,6 +498,7 @@ class _Redundancy:
         """
         channels = np.asarray(channels)
         self.alive[g][channels] = False
+        self.losses[g] = None
         if self.prec[g] is not None:
             prec, where = self.prec[g]
             for r in np.atleast_1d(channels).tolist():

@@ -33,9 +33,11 @@ Rules (``MRPConfig.replace``), each ranking the members of one community:
 ``rebuild``, ``rebuild-in-community``
     the same question asked of what the consumers really read (:class:`Rebuild`): every
     dense consumer's input patches on calibration images, full resolution, after the
-    activation, one block of ``k x k`` columns per channel; the loss is exactly what
-    :func:`mrp_gpu.refit.refit` leaves of each consumer's output, relative to that
-    output's variance, summed over the consumers. Candidates as for ``error``.
+    activation, one block of ``k x k`` columns per channel; the loss is what a
+    least-squares refit of each consumer on the survivors leaves of its output (as
+    :func:`mrp_gpu.refit.refit` does, up to centring: the BN re-estimation after it absorbs
+    constant offsets), relative to that output's variance, summed over the consumers.
+    Candidates as for ``error``.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ class Rebuild:
         for cov, weight, channels, cols in consumers:
             cov = cov.double().clone()
             cov.diagonal().add_(ridge * float(cov.diagonal().mean().clamp_min(1e-30)))
-            w = weight.double().clone()
+            w = weight.double()
             var = ((w @ cov) * w).sum(1)  # each output's variance on the calibration inputs
             inv_var = torch.where(var > 0, 1.0 / var.clamp_min(1e-300), torch.zeros_like(var))
             p = torch.cholesky_inverse(torch.linalg.cholesky(cov))
@@ -213,7 +215,7 @@ class Rebuild:
             pbb = p[cl[:, :, None], cl[:, None, :]]  # [r, b, b]
             wb = w[:, cl].permute(1, 2, 0)  # [r, b, out]
             sol = torch.linalg.solve(pbb, wb)
-            out[ch.numpy()] += ((wb * sol).sum(1) * inv_var).sum(1).numpy()
+            out[ch.numpy()] += ((wb * sol).sum(1) * inv_var).sum(1).cpu().numpy()
         out[~self.alive] = 0.0
         return out
 
