@@ -27,12 +27,13 @@ setup(
         "numpy>=1.24",
         "torch-pruning>=1.5,<2",
         "python-igraph>=0.11",
+        "numba>=0.59",
         "safetensors>=0.4",
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
     extras_require={
-        "gpu": ["numba>=0.59", "numba-cuda>=0.10", "cupy-cuda12x>=13", "cugraph-cu12>=24.10"],
+        "gpu": ["numba-cuda>=0.10", "cupy-cuda12x>=13", "cugraph-cu12>=24.10"],
         "timm": ["timm>=0.9"],
         "dev": [
             "timm>=0.9",
@@ -41,7 +42,6 @@ setup(
             "hypothesis>=6.100",
             "networkx>=3.2",
             "scipy>=1.11",
-            "numba>=0.59",
             "numba-cuda>=0.10",
         ],
     },

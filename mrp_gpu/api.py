@@ -12,8 +12,8 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .community import louvain_graph, modularity, union_graph
-from .community.engines import has_igraph
+from .community import cpu_backend, louvain_graph, modularity
+from .community.graph import symmetric_union
 from .config import METHODS, MRPConfig
 from .criteria import group_scores
 from .errors import ModelError, MRPError, stage
@@ -52,7 +52,7 @@ def redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None = None) 
             torch.cuda.empty_cache()
         cpu = GroupFeatures(feats.ids, tuple(r.cpu() for r in feats.rows))
         return _redundancy_of(cpu, config.replace_with(device="cpu", similarity="torch",
-                                                         backend="igraph" if has_igraph else "torch"), stopwatch)
+                                                         backend=cpu_backend()), stopwatch)
 
 
 def _redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None) -> tuple[LayerRedundancy, ...]:
@@ -62,7 +62,7 @@ def _redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None) -> tup
                              chance_degree=config.chance_degree, corrected_dim=config.corrected_dim,
                              engine=config.similarity)
     with sw.lap("louvain"):
-        ug = union_graph(graph.edge_index, graph.edge_weight, graph.num_nodes, graph.ptr)
+        ug = symmetric_union(graph.edge_index, graph.edge_weight, graph.num_nodes, graph.ptr)
         labels = louvain_graph(ug, backend=config.backend, resolution=config.resolution, seed=config.seed)
     with sw.lap("redundancy"):
         q = modularity(ug, labels, config.resolution).tolist()

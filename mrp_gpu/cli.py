@@ -158,7 +158,8 @@ def _add_rmcd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=float, default=d.resolution)
     g.add_argument("--similarity", choices=("torch", "kernel"), default=d.similarity,
                    help="graph builder: torch, or the fused Numba CUDA kernel (GPU)")
-    g.add_argument("--backend", default=d.backend, help="Louvain engine: auto, igraph, torch, cugraph, networkx")
+    g.add_argument("--backend", default=d.backend,
+                   help="Louvain engine: auto, numba, igraph, leiden, torch, cugraph, networkx")
     g.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--data", help="dataset for activation features and accuracy (e.g. fashion-mnist)")

@@ -64,7 +64,8 @@ class MRPConfig:
         How graphs are built: a matrix product per group, or the fused Numba CUDA
         kernel over all groups at once (GPU; see ``mrp_gpu.kernels``).
     backend : str
-        Louvain engine: ``auto``, ``igraph``, ``leiden``, ``torch``, ``cugraph``, ``networkx``.
+        Louvain engine: ``auto``, ``numba``, ``igraph``, ``leiden``, ``torch``, ``cugraph``,
+        ``networkx`` (``auto``: cuGraph or torch on a GPU, else numba, else igraph).
         ``leiden`` (igraph's Leiden, modularity objective) starts every SRP refresh
         from the partition before the removal (a warm start).
     device : str

@@ -48,13 +48,17 @@ def _rows(weight: torch.Tensor, s: LayerSlice, size: int) -> torch.Tensor:
 
 def _by_channel(x: torch.Tensor, s: LayerSlice, size: int) -> torch.Tensor:
     """Rows ``s.idxs`` of ``x`` gathered per group channel: [size, positions * x.shape[1]]
-    (several positions per channel are laid side by side)."""
-    order = np.argsort(s.channel, kind="stable")
-    return x[torch.as_tensor(s.idxs[order], device=x.device)].reshape(size, -1)
+    (several positions per channel are laid side by side). A run of consecutive rows,
+    the common case, is a view: nothing is copied."""
+    idx = s.idxs[np.argsort(s.channel, kind="stable")]
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) == 1 or (np.diff(idx) == 1).all()):
+        return x[int(idx[0]):int(idx[0]) + len(idx)].reshape(size, -1)
+    return x[torch.as_tensor(idx, device=x.device)].reshape(size, -1)
 
 
-def weight_matrix(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Concatenated producer filters, one row per channel (not normalised): [N, d]."""
+def weight_matrix(model: nn.Module, group: ChannelGroup, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Concatenated producer filters, one row per channel (not normalised), and ``extra``
+    columns after them when given: [N, d], float32, built in one copy."""
     parts = []
     for s in group.producers:
         m = model.get_submodule(s.module)
@@ -62,6 +66,8 @@ def weight_matrix(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
         if isinstance(m, nn.modules.conv._ConvTransposeNd):
             w = w.transpose(0, 1)
         parts.append(_rows(w, s, group.size))
+    if extra is not None:
+        parts.append(extra.to(parts[0]))
     return torch.cat(parts, 1).float()
 
 
@@ -169,6 +175,11 @@ def normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=1, eps=1e-12)
 
 
+def _normalize_rows_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`normalize_rows` in place, for a matrix the caller owns."""
+    return x.div_(x.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+
+
 def weight_features(model: nn.Module, groups: ChannelGroups, *, bn: bool = False,
                     only: list[str] | None = None) -> GroupFeatures:
     """Data-free features of every group (or of the groups in ``only``)."""
@@ -176,13 +187,10 @@ def weight_features(model: nn.Module, groups: ChannelGroups, *, bn: bool = False
     for g in groups:
         if only is not None and g.id not in only:
             continue
-        f = weight_matrix(model, g)
-        if bn:
-            scale = bn_scale(model, g)
-            if scale is not None:
-                f = torch.cat([f, scale[:, None]], 1)
+        scale = bn_scale(model, g) if bn else None
+        f = weight_matrix(model, g, None if scale is None else scale[:, None])
         ids.append(g.id)
-        rows.append(normalize_rows(f))
+        rows.append(_normalize_rows_(f))
     return GroupFeatures(tuple(ids), tuple(rows))
 
 

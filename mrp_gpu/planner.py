@@ -33,7 +33,7 @@ from .redundancy import (
     largest_community,
     most_replaceable,
 )
-from .similarity import similarity_edges, thresholds
+from .similarity import gram, similarity_edges, thresholds
 from .timing import Stopwatch
 
 # ``rebuild`` rules: consumers with more inputs are not counted (a [n, n] float64 covariance each;
@@ -320,7 +320,7 @@ class _Redundancy:
                 x = torch.cat([w, s.to(device)[:, None]], 1) if (config.bn_scale and s is not None) else w
             else:
                 x = feats.rows[gi].to(device)
-            self.gram.append((x @ x.T).float())
+            self.gram.append(gram(x).float())
         self.pending: list[list[torch.Tensor]] = [[] for _ in groups]  # queued dropped columns
         self.sim: list[torch.Tensor | None] = [None] * len(groups)
         self.edges: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(groups)
@@ -329,6 +329,7 @@ class _Redundancy:
         self.warm = ENGINES[resolve_backend(config.backend)].warm  # each refresh starts from the last partition
         # producer module -> (group index, its out slice): where a dropped input column lands
         self.producer_of = {s.module: (gi, s) for gi, g in enumerate(groups) for s in g.producers}
+        self.consumers: dict[str, tuple] = {}  # see _consumer
 
     def norms(self, g: int) -> np.ndarray:
         return self.l1[g] * self.scale[g]
@@ -450,11 +451,11 @@ class _Redundancy:
     def similarity(self, g: int) -> torch.Tensor:
         """Cosine similarities of group ``g`` (rows and columns of removed channels are 0)."""
         if self.sim[g] is None:
-            gram = self.gram[g]
-            d = gram.diagonal().clamp_min(0).sqrt()
+            prod = self.gram[g]
+            d = prod.diagonal().clamp_min(0).sqrt()
             inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
             inv *= torch.as_tensor(self.alive[g], device=inv.device)  # removed channels: zero rows
-            self.sim[g] = gram * inv[:, None] * inv[None, :]
+            self.sim[g] = prod * inv[:, None] * inv[None, :]
         return self.sim[g]
 
     def refresh(self, which: list[int], flush: bool = True) -> None:
@@ -520,11 +521,13 @@ class _Redundancy:
         if self.config.features != "weight" or not propagate:
             return []
         touched = []
+        dropped = np.zeros(self.groups[g].size, dtype=bool)
+        dropped[channels] = True
         for s in self.groups[g].consumers:
             if s.module not in self.producer_of:
                 continue  # e.g. the classifier: its outputs are nobody's feature
             h, out_slice = self.producer_of[s.module]
-            cols = self._dropped_columns(s, channels, out_slice)
+            cols = self._dropped_columns(s, dropped, out_slice)
             if cols is None:
                 continue
             self.pending[h].append(cols)
@@ -532,16 +535,13 @@ class _Redundancy:
             touched.append(h)
         return sorted(set(touched))
 
-    def _dropped_columns(self, s, channels: np.ndarray, out_slice) -> torch.Tensor | None:
-        """The weights of ``s.module`` that read ``channels``, one row per channel of its own group."""
-        pos = s.idxs[np.isin(s.channel, channels)]
+    def _dropped_columns(self, s, dropped: np.ndarray, out_slice) -> torch.Tensor | None:
+        """The weights of ``s.module`` that read the ``dropped`` channels (a mask over its input
+        group), one row per channel of its own group."""
+        pos = s.idxs[dropped[s.channel]]
         if len(pos) == 0:
             return None
-        m = self.model.get_submodule(s.module)
-        w = m.weight.detach()
-        if isinstance(m, torch.nn.modules.conv._ConvTransposeNd):
-            w = w.transpose(0, 1)
-        groups = getattr(m, "groups", 1)
+        w, groups, order = self._consumer(s.module, out_slice)
         if groups > 1:  # input i feeds only the filters of its own block
             per_in, per_out = w.shape[1], w.shape[0] // groups
             width = int(np.prod(w.shape[2:]))
@@ -552,8 +552,19 @@ class _Redundancy:
                 cols[rows, k * width:(k + 1) * width] = w[rows, j].flatten(1)
         else:
             cols = w[:, torch.as_tensor(pos, device=w.device)].flatten(1)
-        order = out_slice.idxs[np.argsort(out_slice.channel, kind="stable")]  # producer rows in group order
-        return cols[torch.as_tensor(order, device=cols.device)].float().to(self.device)
+        return cols[order].float().to(self.device)
+
+    def _consumer(self, name: str, out_slice) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """A consumer's weight (inputs on dim 1), its number of blocks, and its filters in the
+        order of its own group's channels: looked up once per plan."""
+        if name not in self.consumers:
+            m = self.model.get_submodule(name)
+            w = m.weight.detach()
+            if isinstance(m, torch.nn.modules.conv._ConvTransposeNd):
+                w = w.transpose(0, 1)
+            order = out_slice.idxs[np.argsort(out_slice.channel, kind="stable")]  # producer rows in group order
+            self.consumers[name] = (w, getattr(m, "groups", 1), torch.as_tensor(order, device=w.device))
+        return self.consumers[name]
 
 
 def _group_steps(state: _Redundancy, g: int, rule: str, limit: int | None = None, step: float = 1) -> list[dict]:

@@ -28,8 +28,10 @@ import torch
 
 from .features import GroupFeatures
 
-__all__ = ["BatchedGraph", "kernels_module", "effective_dim", "chance_z", "thresholds", "similarity_edges",
-           "group_edges", "build_graphs"]
+__all__ = ["BatchedGraph", "kernels_module", "effective_dim", "chance_z", "thresholds", "gram",
+           "similarity_edges", "group_edges", "build_graphs"]
+
+GRAM_BLOCK = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,9 +138,27 @@ def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> t
     return torch.stack([i, j]), s[i, j]
 
 
+def gram(x: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
+    """``x @ x.T``, exactly symmetric, from the blocks on and above the diagonal only.
+
+    Rows are taken ``block`` at a time; each product of a row block with the rows from
+    its own on is written once as is and once transposed, so wide groups (ResNet-50's
+    2048 channels: 4 blocks) cost 10 block products instead of 16.
+    """
+    n = x.shape[0]
+    if n <= block:
+        return x @ x.T
+    out = x.new_empty(n, n)
+    for i in range(0, n, block):
+        part = x[i:i + block] @ x[i:].T
+        out[i:i + block, i:] = part
+        out[i + block:, i:i + block] = part[:, block:].T
+    return out
+
+
 def group_edges(f: torch.Tensor, tau: float, k_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges of one group's graph from its L2-normalised features."""
-    return similarity_edges(f @ f.T, tau, k_max)
+    return similarity_edges(gram(f), tau, k_max)
 
 
 def build_graphs(features: GroupFeatures, *, z: float | None = None, tau: float | None = None,

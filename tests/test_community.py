@@ -3,10 +3,10 @@ import pytest
 import torch
 from graphs import batch, knn, planted
 
-from mrp_gpu.community import ENGINES, louvain, modularity, resolve_backend, union_graph
+from mrp_gpu.community import ENGINES, has_numba, louvain, modularity, resolve_backend, union_graph
 from mrp_gpu.community.engines import cugraph_inputs
 
-CPU_ENGINES = ["igraph", "torch", "networkx"]
+CPU_ENGINES = ["igraph", "torch", "networkx"] + (["numba"] if has_numba else [])
 
 
 def nmi(a, b):
@@ -38,12 +38,33 @@ def test_planted_partition_is_recovered(backend):
 @pytest.mark.parametrize("graph", [dict(n=600, clusters=6, noise=1.2, seed=0), dict(n=1500, clusters=20, noise=1.5,
                                                                                         seed=1),
                                    dict(n=800, clusters=1, noise=1.0, seed=2)])
-def test_torch_engine_reaches_igraph_modularity(graph):
+@pytest.mark.parametrize("ours", ["torch"] + (["numba"] if has_numba else []))
+def test_own_engines_reach_igraph_modularity(graph, ours):
     ei, w, n = knn(**graph)
     g = union_graph(ei, w, n)
-    q = {b: modularity(g, louvain(ei, w, n, backend=b)).item() for b in ("igraph", "torch", "networkx")}
-    assert q["torch"] >= 0.99 * q["igraph"]
-    assert q["torch"] >= 0.99 * q["networkx"]  # the oracle
+    q = {b: modularity(g, louvain(ei, w, n, backend=b)).item() for b in ("igraph", ours, "networkx")}
+    assert q[ours] >= 0.99 * q["igraph"]
+    assert q[ours] >= 0.99 * q["networkx"]  # the oracle
+
+
+@pytest.mark.skipif(not has_numba, reason="numba is not installed")
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_numba_engine_with_self_loops_and_resolution_is_a_local_optimum(gamma):
+    # a weighted graph with self loops: no single node can raise modularity by moving (checked
+    # by brute force over every node and every target community), at every resolution
+    ei, w, n = knn(200, clusters=5, noise=1.0, seed=4)
+    loops = torch.arange(0, n, 7)
+    ei = torch.cat([ei, torch.stack([loops, loops])], 1)
+    w = torch.cat([w, torch.full((len(loops),), 0.5, dtype=w.dtype)])
+    g = union_graph(ei, w, n)
+    labels = louvain(ei, w, n, backend="numba", resolution=gamma)
+    q = modularity(g, labels, gamma).item()
+    assert q > 0.2
+    for i in range(n):
+        for c in labels.unique().tolist():
+            moved = labels.clone()
+            moved[i] = c
+            assert modularity(g, moved, gamma).item() <= q + 1e-9, (i, c)
 
 
 @pytest.mark.parametrize("backend", CPU_ENGINES)
@@ -66,7 +87,7 @@ def test_labels_never_span_graphs_and_isolated_nodes_stay():
         assert labels == [0, 0, 1, 2, 2], backend  # node 2 alone; graphs apart
 
 
-@pytest.mark.parametrize("backend", ["igraph", "torch"])
+@pytest.mark.parametrize("backend", ["igraph", "torch"] + (["numba"] if has_numba else []))
 def test_deterministic_for_a_seed(backend):
     ei, w, n = knn(700, clusters=1, noise=1.0, seed=5)
     a = louvain(ei, w, n, backend=backend, seed=3)
@@ -122,10 +143,10 @@ def test_missing_backend_says_how_to_install():
         resolve_backend("cugraph")
 
 
-def test_auto_is_igraph_on_cpu_and_env_overrides(monkeypatch):
+def test_auto_is_numba_on_cpu_and_env_overrides(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("auto picks a GPU engine here")
-    assert resolve_backend("auto") == "igraph"
+    assert resolve_backend("auto") == ("numba" if has_numba else "igraph")
     monkeypatch.setenv("MRP_GPU_LOUVAIN_BACKEND", "torch")
     assert resolve_backend("auto") == "torch"
 

@@ -90,3 +90,13 @@ def test_kernels_load_from_a_source_checkout(monkeypatch):
     monkeypatch.setitem(sys.modules, "mrp_gpu.kernels", None)  # as if setup.py had not mapped it
     module = kernels_module()
     assert module.__file__.endswith("kernels/__init__.py") and callable(module.similarity_edges)
+
+
+def test_gram_from_blocks_is_symmetric_and_equals_the_product():
+    from mrp_gpu.similarity import gram
+
+    x = torch.randn(700, 90, generator=torch.Generator().manual_seed(0))  # 700: blocks of 256, 256, 188
+    s = gram(x, block=256)
+    assert torch.equal(s, s.T)
+    assert torch.allclose(s, x @ x.T, atol=1e-4)
+    assert torch.equal(gram(x[:200], block=256), x[:200] @ x[:200].T)  # one block: the plain product

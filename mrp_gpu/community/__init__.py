@@ -6,16 +6,19 @@
 >>> louvain(ei, num_nodes=6, backend="igraph").tolist()
 [0, 0, 0, 1, 1, 1]
 
-Engines (``backend=``): ``igraph`` (CPU default), ``leiden`` (igraph's Leiden on the
-modularity objective: Louvain plus a refinement that keeps communities connected;
-warm-starts from a given partition), ``torch`` (the project's batched Louvain, CPU or
-CUDA), ``cugraph`` (RAPIDS, GPU), ``networkx`` (slow; the test oracle). ``auto``
-picks cuGraph when usable, else torch on CUDA when a GPU is present, else igraph;
-the ``MRP_GPU_LOUVAIN_BACKEND`` environment variable overrides ``auto``.
+Engines (``backend=``): ``numba`` (the project's sequential Louvain compiled for the
+CPU: the CPU default), ``igraph`` (python-igraph's ``community_multilevel``),
+``leiden`` (igraph's Leiden on the modularity objective: Louvain plus a refinement
+that keeps communities connected; warm-starts from a given partition), ``torch`` (the
+project's parallel batched Louvain, CPU or CUDA), ``cugraph`` (RAPIDS, GPU),
+``networkx`` (slow; the test oracle). ``auto`` picks cuGraph when usable, else torch
+on CUDA when a GPU is present, else numba, else igraph; the
+``MRP_GPU_LOUVAIN_BACKEND`` environment variable overrides ``auto``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +30,16 @@ from .graph import UnionGraph, modularity, relabel, union_graph
 from .torch_louvain import louvain_torch
 
 __all__ = ["louvain", "louvain_graph", "modularity", "union_graph", "UnionGraph", "ENGINES",
-           "resolve_backend", "available_backends"]
+           "resolve_backend", "available_backends", "cpu_backend", "has_numba"]
+
+
+has_numba = importlib.util.find_spec("numba") is not None
+
+
+def _louvain_numba(graph: UnionGraph, resolution: float = 1.0, seed: int = 0) -> torch.Tensor:
+    from .numba_louvain import louvain_numba  # imports Numba (about half a second): only when used
+
+    return louvain_numba(graph, resolution, seed)
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,7 @@ ENGINES: dict[str, Engine] = {
     "igraph": Engine(engines.louvain_igraph, lambda: engines.has_igraph, "pip install python-igraph", "cpu"),
     "leiden": Engine(engines.leiden_igraph, lambda: engines.has_igraph, "pip install python-igraph", "cpu",
                      warm=True),
+    "numba": Engine(_louvain_numba, lambda: has_numba, "pip install numba", "cpu"),
     "torch": Engine(louvain_torch, lambda: True, "pip install torch"),
     "cugraph": Engine(engines.louvain_cugraph, engines.cugraph_usable,
                       "pip install cugraph-cu12 cupy-cuda12x (needs an NVIDIA GPU)"),
@@ -54,6 +67,13 @@ def available_backends() -> list[str]:
     return [name for name, e in ENGINES.items() if e.available()]
 
 
+def cpu_backend() -> str:
+    """The fastest CPU engine installed: numba, else igraph, else torch."""
+    if has_numba:
+        return "numba"
+    return "igraph" if engines.has_igraph else "torch"
+
+
 def resolve_backend(backend: str = "auto") -> str:
     """Name the engine ``backend`` stands for; refuse one that cannot run here."""
     if backend == "auto":
@@ -63,7 +83,7 @@ def resolve_backend(backend: str = "auto") -> str:
             return "cugraph"
         if torch.cuda.is_available():
             return "torch"
-        return "igraph" if engines.has_igraph else "torch"
+        return cpu_backend()
     if backend not in ENGINES:
         raise ValueError(f"unknown Louvain backend {backend!r}; choose auto or one of {', '.join(ENGINES)}")
     if not ENGINES[backend].available():
