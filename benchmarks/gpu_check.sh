@@ -2,7 +2,7 @@
 # Every GPU check of the project in one script, under 8 minutes (../shared/GPU.md):
 #   1. the tests marked `gpu` (skipped cleanly without CUDA),
 #   2. benchmarks/gpu_bench.py: kernel and torch-Louvain results against the CPU engines,
-#      RMCD timings of resnet50/resnet152/vgg16 on CPU igraph, CUDA torch, CUDA kernel.
+#      RMCD timings of resnet50/resnet152/vgg16 on CPU numba and igraph, CUDA torch, CUDA kernel.
 # Results (JSON + markdown + logs) go to $OUT, or benchmarks/results/ when unset.
 # On the GPU test machine, run from the repository root with the wheels the machine lacks in .whl/
 # (benchmarks/gpu_wheels.sh downloads them here); the code runs from the source tree.

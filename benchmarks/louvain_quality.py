@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    engines = [e for e in ("igraph", "leiden", "torch", "networkx", "cugraph") if e in available_backends()]
+    engines = [e for e in ("igraph", "numba", "leiden", "torch", "networkx", "cugraph") if e in available_backends()]
     rows = []
     for name, ei, w, n, ptr, truth in graphs():
         g = union_graph(ei, w, n, ptr)

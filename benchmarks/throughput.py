@@ -1,8 +1,8 @@
 """Redundancy throughput on the CPU, in one process and one run (every ratio is same-run).
 
 1. RMCD (features, similarity, Louvain, redundancy) of resnet50 on the standard
-   workload (kNN graphs, k_max=16, tau=-1) with each CPU engine, and of the demo with
-   the defaults; medians after a warm-up.
+   workload (kNN graphs, k_max=16, tau=-1) with each CPU engine (``numba``, the
+   default, first), and of the demo with the defaults; medians after a warm-up.
 2. A full MRP plan of resnet50 to -50 % MACs (dependency trace included), with the
    defaults and with the SRP allocation, against Torch-Pruning's ``MetaPruner`` +
    ``GroupMagnitudeImportance`` (global) stepped to the same MACs target (its
@@ -10,7 +10,7 @@
 3. Per SRP step (``allocation="srp"``), mrp_gpu against the naive reference (``reference_naive.py``): on
    resnet56 to the end, on resnet50 for ``--naive-steps`` steps (labelled as such).
 4. Scaling of each RMCD stage with model size (resnet18 -> 152, wide_resnet101_2,
-   regnet_y_16gf): a log-log plot of time against filters.
+   regnet_y_16gf), default engine: a log-log plot of time against filters.
 5. Inference latency of resnet50 pruned to -50 % MACs, with and without
    ``round_to=8``, against the unpruned model (batch 1 and 64, best memory format).
 
@@ -39,6 +39,7 @@ from reference_naive import naive_plan
 
 from mrp_gpu.api import plan
 from mrp_gpu.bench import KNN_WORKLOAD, bench_latency, bench_rmcd, latency_speedups
+from mrp_gpu.community import resolve_backend
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.executor import slice_model
 from mrp_gpu.groups import build_groups, example_input
@@ -101,7 +102,7 @@ def scaling(repeat: int) -> dict:
         model = create_model(name)
         size = default_input_size(name)
         groups = build_groups(model, size)
-        row = bench_rmcd(model, size, MRPConfig(backend="igraph", **KNN_WORKLOAD), repeat=repeat, groups=groups)
+        row = bench_rmcd(model, size, MRPConfig(**KNN_WORKLOAD), repeat=repeat, groups=groups)
         out[name] = row
         print(f"scaling {name}: {row['filters']} filters, RMCD {row['rmcd'] * 1e3:.0f} ms", flush=True)
         del model
@@ -136,7 +137,7 @@ def plot_scaling(result: dict, path: Path) -> None:
         ax.annotate(name, (r["filters"], r["rmcd"]), fontsize=6)
     ax.set_xlabel("filters")
     ax.set_ylabel("seconds (median)")
-    ax.set_title("RMCD stages on the CPU (igraph, kNN k=16)")
+    ax.set_title(f"RMCD stages on the CPU ({resolve_backend('auto')}, kNN k=16)")
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
         model = create_model(name)
         size = default_input_size(name)
         groups = build_groups(model, size)
-        for engine in ("igraph", "leiden", "torch"):
+        for engine in ("numba", "igraph", "leiden", "torch"):
             cfg = MRPConfig(backend=engine, **(KNN_WORKLOAD if workload == "knn16" else {}))
             row = bench_rmcd(model, size, cfg, repeat=args.repeat, groups=groups)
             result["rmcd"][f"{name}|{workload}|{engine}"] = row
