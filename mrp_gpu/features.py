@@ -22,7 +22,8 @@ from .errors import ModelError, MRPError
 from .groups import ChannelGroup, ChannelGroups, LayerSlice
 
 __all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "consumer_energy", "weight_features",
-           "activation_features", "normalize_rows", "compute_features", "is_dense", "input_rows", "input_covariances"]
+           "activation_features", "normalize_rows", "compute_features", "is_dense", "input_rows", "row_count",
+           "input_covariances"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,13 +133,56 @@ def is_dense(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
 
 
-def input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def input_rows(layer: nn.Module, x: torch.Tensor, pick: torch.Tensor | None = None) -> torch.Tensor:
     """A dense layer's input as regression rows: [positions, in_features] (a convolution's
-    rows are its input patches, one column per input channel and kernel tap)."""
-    if isinstance(layer, nn.Conv2d):
-        return F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride).transpose(1, 2) \
+    rows are its input patches, one column per input channel and kernel tap, padded as
+    the layer pads).
+
+    ``pick`` (indices into those rows, see :func:`row_count`) returns only them; a
+    convolution's patches are then gathered tap by tap at the picked positions instead
+    of unfolding every position first."""
+    if not isinstance(layer, nn.Conv2d):
+        rows = x.reshape(-1, x.shape[-1])
+        return rows if pick is None else rows[pick]
+    pads = _pads(layer)
+    xp = F.pad(x, pads, mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
+    if pick is None:
+        return F.unfold(xp, layer.kernel_size, layer.dilation, 0, layer.stride).transpose(1, 2) \
             .reshape(-1, layer.weight[0].numel())
-    return x.reshape(-1, x.shape[-1])
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+    ho, wo = _conv_out(layer, x.shape[-2:], pads)
+    b, at = pick // (ho * wo), pick % (ho * wo)
+    oy, ox = at // wo * sh, at % wo * sw
+    taps = [xp[b, :, oy + i * dh, ox + j * dw] for i in range(kh) for j in range(kw)]  # each [n, C]
+    return torch.stack(taps, 2).reshape(len(pick), -1)  # columns: channel-major, then taps (unfold's order)
+
+
+def _pads(layer: nn.Conv2d) -> tuple[int, int, int, int]:
+    """The layer's padding as ``F.pad`` takes it: (left, right, top, bottom). ``"same"`` puts
+    the odd pixel on the right and bottom, as PyTorch does."""
+    if layer.padding == "valid":
+        return 0, 0, 0, 0
+    if layer.padding == "same":
+        (h0, h1), (w0, w1) = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+                              for k, d in zip(layer.kernel_size, layer.dilation)]
+        return w0, w1, h0, h1
+    ph, pw = layer.padding
+    return pw, pw, ph, ph
+
+
+def _conv_out(layer: nn.Conv2d, hw, pads) -> tuple[int, int]:
+    """Output height and width of a convolution on an ``hw`` input padded by ``pads``."""
+    sizes = (hw[0] + pads[2] + pads[3], hw[1] + pads[0] + pads[1])
+    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in
+                 zip(sizes, layer.kernel_size, layer.stride, layer.dilation))
+
+
+def row_count(layer: nn.Module, x: torch.Tensor) -> int:
+    """How many rows :func:`input_rows` has for ``x``."""
+    if not isinstance(layer, nn.Conv2d):
+        return x.numel() // x.shape[-1]
+    ho, wo = _conv_out(layer, x.shape[-2:], _pads(layer))
+    return x.shape[0] * ho * wo
 
 
 @torch.no_grad()
@@ -153,9 +197,10 @@ def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *
 
     def hook_for(name):
         def hook(module, args):
-            x = input_rows(module, args[0].detach())
-            if len(x) > per_chunk:
-                x = x[torch.randperm(len(x), generator=gen)[:per_chunk].to(x.device)]
+            x = args[0].detach()
+            n = row_count(module, x)
+            pick = torch.randperm(n, generator=gen)[:per_chunk].to(x.device) if n > per_chunk else None
+            x = input_rows(module, x, pick)
             acc = sums.setdefault(name, [0.0, 0.0, 0])
             acc[0] = acc[0] + (x.T @ x).double()
             acc[1] = acc[1] + x.double().sum(0)

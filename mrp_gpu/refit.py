@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .executor import apply_masks
-from .features import input_rows, is_dense
+from .features import input_rows, is_dense, row_count
 from .groups import ChannelGroups, build_groups
 from .plan import PruningPlan
 
@@ -132,11 +132,10 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
             layer = masked.get_submodule(name)
             if not is_dense(layer):
                 continue
-            x_full = input_rows(layer, _input_of(model, name, images))
-            x_kept = input_rows(layer, _input_of(masked, name, images))
-            if len(x_full) > max_rows:
-                pick = torch.randperm(len(x_full), generator=gen)[:max_rows].to(device)
-                x_full, x_kept = x_full[pick], x_kept[pick]
+            full, kept = _input_of(model, name, images), _input_of(masked, name, images)
+            n = row_count(layer, full)
+            pick = torch.randperm(n, generator=gen)[:max_rows].to(device) if n > max_rows else None
+            x_full, x_kept = input_rows(layer, full, pick), input_rows(layer, kept, pick)
             w0 = model.get_submodule(name).weight
             target = x_full.double() @ w0.flatten(1).double().T  # the unpruned layer's output (bias aside)
             per = int(np.prod(w0.shape[2:]))  # columns per input channel

@@ -1,6 +1,15 @@
+import pytest
 import torch
 
-from mrp_gpu.features import activation_features, bn_scale, consumer_energy, weight_features, weight_matrix
+from mrp_gpu.features import (
+    activation_features,
+    bn_scale,
+    consumer_energy,
+    input_rows,
+    row_count,
+    weight_features,
+    weight_matrix,
+)
 
 
 def test_weight_rows_are_the_producers_filters(resnet20, resnet20_groups):
@@ -80,3 +89,28 @@ def test_input_covariances_are_those_of_the_layers_patches():
     torch.testing.assert_close(covs["4"], torch.cov(flat.T.double(), correction=0))
     few = input_covariances(model, ["2"], x, chunk=4, max_rows=30)  # 10 rows from each of 3 chunks
     assert few["2"].shape == (27, 27) and not torch.allclose(few["2"], covs["2"])
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (torch.nn.Conv2d(3, 4, (3, 2), stride=2, padding=1, dilation=2), (2, 3, 11, 9)),
+    (torch.nn.Conv2d(5, 2, 1), (3, 5, 4, 4)),
+    (torch.nn.Conv2d(2, 2, 3, padding="same"), (1, 2, 5, 5)),
+    (torch.nn.Linear(6, 3), (2, 7, 6)),
+])
+def test_picked_input_rows_are_those_rows_of_the_whole(layer, shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    whole = input_rows(layer, x)
+    assert row_count(layer, x) == len(whole)
+    pick = torch.randperm(len(whole), generator=torch.Generator().manual_seed(1))[:len(whole) // 2 + 1]
+    assert torch.equal(input_rows(layer, x, pick), whole[pick])
+
+
+@pytest.mark.parametrize("conv", [torch.nn.Conv2d(2, 3, 3, padding="same", dilation=2),
+                                  torch.nn.Conv2d(2, 3, (2, 4), padding="same"),
+                                  torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
+                                  torch.nn.Conv2d(2, 3, 3, stride=2, padding="valid")])
+def test_input_rows_times_the_weights_are_the_layer_output(conv):
+    x = torch.randn(2, 2, 7, 6, generator=torch.Generator().manual_seed(0))
+    y = conv(x)
+    rows = input_rows(conv, x) @ conv.weight.flatten(1).T + conv.bias
+    assert torch.allclose(rows, y.permute(0, 2, 3, 1).reshape(-1, y.shape[1]), atol=1e-5)
