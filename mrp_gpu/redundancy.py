@@ -184,21 +184,37 @@ def _ridged_inverse(cov: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torc
 
 @dataclass(eq=False)
 class _Consumer:
-    """One dense consumer in :class:`Rebuild`: ``P = p - u u^T`` (the low-rank part grows by
-    a block per removal and is folded into ``p`` when it gets wide)."""
+    """One dense consumer in :class:`Rebuild`: ``P = p - u u^T``; ``u`` (the first ``rank``
+    columns of ``buf``) grows by a block per removal and is folded into ``p`` when ``buf``
+    is full."""
 
     p: torch.Tensor  # [m, m]
-    u: torch.Tensor  # [m, rank]
+    buf: torch.Tensor  # [m, capacity]
     w: torch.Tensor  # [out, m], refit after every removal
     inv_var: torch.Tensor  # [out]
     channels: torch.Tensor  # [r]
     cols: torch.Tensor  # [r, b]
     dead: torch.Tensor  # [m] bool: columns of removed channels (their rows of P are 0)
+    rank: int = 0
+
+    @property
+    def u(self) -> torch.Tensor:
+        return self.buf[:, :self.rank]
 
     def blocks(self, cols: torch.Tensor) -> torch.Tensor:
         """The diagonal blocks ``P[c][:, c]`` of the column sets ``cols`` [r, b]: [r, b, b]."""
         u = self.u[cols]  # [r, b, rank]
         return self.p[cols[:, :, None], cols[:, None, :]] - u @ u.transpose(1, 2)
+
+    def push(self, new: torch.Tensor) -> None:
+        """``P -= new new^T`` (new: [m, b])."""
+        if self.rank + new.shape[1] > self.buf.shape[1]:
+            self.p.addmm_(self.u, self.u.T, alpha=-1.0)  # fold (``p`` is this object's own)
+            self.p[self.dead] = 0.0  # exactly what rounding leaves near 0
+            self.p[:, self.dead] = 0.0
+            self.rank = 0
+        self.buf[:, self.rank:self.rank + new.shape[1]] = new
+        self.rank += new.shape[1]
 
 
 class Rebuild:
@@ -217,7 +233,7 @@ class Rebuild:
     columns of ``U`` per removal (``P_B,: [P_BB]^-1 P_:,B = (P_:,B C^-T)(P_:,B C^-T)^T``,
     ``C C^T = P_BB``): a removal costs ``O(m rank b)`` instead of rewriting the
     ``m x m`` matrix (4,608 x 4,608 for a 3x3 convolution of 512 inputs), and ``U`` is
-    folded into ``P_0`` once it is ``fold`` times ``m`` wide.
+    folded into ``P_0`` once it would be more than ``fold`` times ``m`` wide.
 
     Parameters
     ----------
@@ -231,14 +247,15 @@ class Rebuild:
 
     def __init__(self, consumers, size: int, ridge: float = 1e-3, fold: float = 0.25):
         self.parts: list[_Consumer] = []
-        self.fold = fold
         for cov, weight, channels, cols in consumers:
             cov, p = _ridged_inverse(cov.double(), ridge)
             w = weight.double()
             var = ((w @ cov) * w).sum(1)  # each output's variance on the calibration inputs
             inv_var = torch.where(var > 0, 1.0 / var.clamp_min(1e-300), torch.zeros_like(var))
-            self.parts.append(_Consumer(p, p.new_zeros(len(p), 0), w, inv_var, torch.as_tensor(channels),
-                                        torch.as_tensor(cols), torch.zeros(len(p), dtype=torch.bool)))
+            cols = torch.as_tensor(cols)
+            capacity = max(cols.shape[1], int(fold * len(p)))
+            self.parts.append(_Consumer(p, p.new_empty(len(p), capacity), w, inv_var, torch.as_tensor(channels),
+                                        cols, torch.zeros(len(p), dtype=torch.bool)))
         self.read = np.zeros(size, dtype=bool)
         for part in self.parts:
             self.read[part.channels.numpy()] = True
@@ -253,10 +270,10 @@ class Rebuild:
             ch, cl = c.channels[live], c.cols[live]
             if not len(ch):
                 continue
-            pbb = c.blocks(cl)  # [r, b, b]
-            wb = c.w[:, cl].permute(1, 2, 0)  # [r, b, out]
-            sol = torch.linalg.solve(pbb, wb)
-            out[ch.numpy()] += ((wb * sol).sum(1) * c.inv_var).sum(1).cpu().numpy()
+            inv = torch.linalg.inv(c.blocks(cl))  # [r, b, b]
+            wb = c.w[:, cl]  # [out, r, b]
+            energy = torch.einsum("ori,orj->rij", wb * c.inv_var[:, None, None], wb)  # W_B^T diag(1/var) W_B
+            out[ch.numpy()] += (inv * energy).sum((1, 2)).cpu().numpy()
         out[~self.alive] = 0.0
         return out
 
@@ -275,12 +292,7 @@ class Rebuild:
             # not in place: ``w`` may be the caller's tensor
             c.w = c.w - torch.linalg.solve_triangular(chol, c.w[:, b].T, upper=False).T @ new.T
             c.dead[b] = True
-            c.u = torch.cat([c.u, new], 1)
-            if c.u.shape[1] > self.fold * len(c.p):
-                c.p = c.p - c.u @ c.u.T
-                c.p[c.dead] = 0.0
-                c.p[:, c.dead] = 0.0
-                c.u = c.u[:, :0]
+            c.push(new)
 
 
 def most_replaceable(rule: str, members: np.ndarray, norms: np.ndarray, sim: torch.Tensor | None = None,
