@@ -190,8 +190,7 @@ class _Consumer:
 
     p: torch.Tensor  # [m, m]
     buf: torch.Tensor  # [m, capacity]
-    w: torch.Tensor  # [out, m], refit after every removal
-    inv_var: torch.Tensor  # [out]
+    ws: torch.Tensor  # [m, out]: the weights, transposed, each output over its std; refit after every removal
     channels: torch.Tensor  # [r]
     cols: torch.Tensor  # [r, b]
     dead: torch.Tensor  # [m] bool: columns of removed channels (their rows of P are 0)
@@ -251,11 +250,11 @@ class Rebuild:
             cov, p = _ridged_inverse(cov.double(), ridge)
             w = weight.double()
             var = ((w @ cov) * w).sum(1)  # each output's variance on the calibration inputs
-            inv_var = torch.where(var > 0, 1.0 / var.clamp_min(1e-300), torch.zeros_like(var))
+            inv_std = torch.where(var > 0, var.clamp_min(1e-300).rsqrt(), torch.zeros_like(var))
             cols = torch.as_tensor(cols)
             capacity = max(cols.shape[1], int(fold * len(p)))
-            self.parts.append(_Consumer(p, p.new_empty(len(p), capacity), w, inv_var, torch.as_tensor(channels),
-                                        cols, torch.zeros(len(p), dtype=torch.bool)))
+            self.parts.append(_Consumer(p, p.new_empty(len(p), capacity), (w * inv_std[:, None]).T.contiguous(),
+                                        torch.as_tensor(channels), cols, torch.zeros(len(p), dtype=torch.bool)))
         self.read = np.zeros(size, dtype=bool)
         for part in self.parts:
             self.read[part.channels.numpy()] = True
@@ -271,8 +270,8 @@ class Rebuild:
             if not len(ch):
                 continue
             inv = torch.linalg.inv(c.blocks(cl))  # [r, b, b]
-            wb = c.w[:, cl]  # [out, r, b]
-            energy = torch.einsum("ori,orj->rij", wb * c.inv_var[:, None, None], wb)  # W_B^T diag(1/var) W_B
+            wb = c.ws[cl]  # [r, b, out]
+            energy = wb @ wb.transpose(1, 2)  # W_B^T diag(1/var) W_B
             out[ch.numpy()] += (inv * energy).sum((1, 2)).cpu().numpy()
         out[~self.alive] = 0.0
         return out
@@ -289,8 +288,7 @@ class Rebuild:
             pb[c.dead] = 0.0  # exactly what rounding leaves near 0
             chol = torch.linalg.cholesky(pb[b])
             new = torch.linalg.solve_triangular(chol, pb.T, upper=False).T  # P_:,B C^-T
-            # not in place: ``w`` may be the caller's tensor
-            c.w = c.w - torch.linalg.solve_triangular(chol, c.w[:, b].T, upper=False).T @ new.T
+            c.ws -= new @ torch.linalg.solve_triangular(chol, c.ws[b], upper=False)  # the refit
             c.dead[b] = True
             c.push(new)
 
