@@ -104,6 +104,7 @@ class CostModel:
         self.slot_mult = np.asarray(slot_mult, dtype=np.float64).reshape(len(self.slot_base), len(self.sizes))
         self._terms = {"macs": macs_terms, "params": params_terms}
         self._const = {"macs": float(macs_const), "params": float(params_const)}
+        self._savings: dict[str, tuple] = {}  # per quantity: the static parts of ``savings``
 
     def slot_counts(self, kept) -> np.ndarray:
         removed = self.sizes - np.asarray(kept, dtype=np.float64)
@@ -121,12 +122,19 @@ class CostModel:
         return int(round(self._eval("params", self.slot_counts(self.sizes if kept is None else kept))))
 
     def savings(self, kept, what: str = "macs") -> np.ndarray:
-        """Per group: the MACs (or params) that removing one more channel saves."""
+        """Per group: the MACs (or params) that removing one more channel saves.
+
+        Each term ``a n_i n_o + b n_o`` loses ``a n_i mo + a n_o mi - a mi mo + b mo`` when
+        the group's count drops by one (``mi``, ``mo``: how many of the term's input and
+        output slots the group holds): two matrix-vector products and a constant."""
+        if what not in self._savings:
+            i, o, a, b = self._terms[what]
+            mi, mo = self.slot_mult[i], self.slot_mult[o]  # [T, G]
+            self._savings[what] = (mi.T.copy(), mo.T.copy(), (b[:, None] * mo - a[:, None] * mi * mo).sum(0))
         n = self.slot_counts(kept)
-        i, o, a, b = self._terms[what]
-        mi, mo = self.slot_mult[i], self.slot_mult[o]  # [T, G]
-        delta = (a * n[i])[:, None] * mo + (a * n[o])[:, None] * mi - a[:, None] * mi * mo + b[:, None] * mo
-        return delta.sum(0)
+        i, o, a, _ = self._terms[what]
+        mi_t, mo_t, const = self._savings[what]
+        return mo_t @ (a * n[i]) + mi_t @ (a * n[o]) + const
 
 
 def _terms(rows):

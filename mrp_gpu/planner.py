@@ -452,10 +452,10 @@ class _Redundancy:
         """Cosine similarities of group ``g`` (rows and columns of removed channels are 0)."""
         if self.sim[g] is None:
             prod = self.gram[g]
-            d = prod.diagonal().clamp_min(0).sqrt()
-            inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
-            inv *= torch.as_tensor(self.alive[g], device=inv.device)  # removed channels: zero rows
-            self.sim[g] = prod * inv[:, None] * inv[None, :]
+            d = prod.diagonal()
+            live = torch.as_tensor(self.alive[g], device=d.device) & (d > 0)  # removed channels: zero rows
+            inv = torch.where(live, d.rsqrt(), 0.0)
+            self.sim[g] = (prod * inv[:, None]).mul_(inv)
         return self.sim[g]
 
     def refresh(self, which: list[int], flush: bool = True) -> None:
@@ -509,12 +509,10 @@ class _Redundancy:
                 self.rebuild[g].drop(int(r))
         if self.sim[g] is not None:
             idx = torch.as_tensor(channels, device=self.sim[g].device)
-            self.sim[g][idx] = 0
-            self.sim[g][:, idx] = 0
+            self.sim[g].index_fill_(0, idx, 0).index_fill_(1, idx, 0)
         if self.edges[g] is not None and self.config.k_max is None:
             ei, w = self.edges[g]
-            dead = torch.as_tensor(~self.alive[g], device=ei.device)
-            keep = ~(dead[ei[0]] | dead[ei[1]])
+            keep = torch.as_tensor(self.alive[g], device=ei.device)[ei].all(0)  # both ends live
             self.edges[g] = (ei[:, keep], w[keep])
         else:  # a kNN graph: the neighbours of the removed channel pick new ones
             self.edges[g] = None

@@ -122,10 +122,9 @@ def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> t
     """Directed edges ``(i, j)`` (both directions present) and weights from a similarity matrix."""
     n = s.shape[0]
     if k_max is None or k_max >= n - 1:
-        keep = (s >= tau) & (s > 0)
+        keep = s >= tau if tau > 0 else s > 0  # edges need a positive weight
         keep.fill_diagonal_(False)
-        i, j = keep.nonzero(as_tuple=True)
-        return torch.stack([i, j]), s[i, j]
+        return keep.nonzero().T, s[keep]  # row-major, both
     # each row's k_max strongest others that pass the threshold: among its k_max + 1 strongest
     # entries, the first k_max that are not its own (no n x n mask is built)
     vals, nbr = s.topk(k_max + 1, dim=1)
