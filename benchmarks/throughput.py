@@ -4,7 +4,8 @@
    workload (kNN graphs, k_max=16, tau=-1) with each CPU engine (``numba``, the
    default, first), and of the demo with the defaults; medians after a warm-up.
 2. A full MRP plan of resnet50 to -50 % MACs (dependency trace included), with the
-   defaults and with the SRP allocation, against Torch-Pruning's ``MetaPruner`` +
+   defaults (without data, and with 64 random calibration images) and with the SRP
+   allocation, against Torch-Pruning's ``MetaPruner`` +
    ``GroupMagnitudeImportance`` (global) stepped to the same MACs target (its
    dependency graph and MACs counting included); the ratio is printed.
 3. Per SRP step (``allocation="srp"``), mrp_gpu against the naive reference (``reference_naive.py``): on
@@ -47,6 +48,8 @@ from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
 DEFAULT_PLAN = "mrp_gpu (defaults: uniform allocation, step=1)"
+DATA_PLAN = ("mrp_gpu (defaults with 64 calibration images: rebuild rule, loss allocation, activation features; "
+             "random images)")
 TP_PLAN = "torch-pruning MetaPruner + GroupMagnitudeImportance (100 steps)"
 SCALING = ("resnet18", "resnet50", "resnet101", "resnet152", "wide_resnet101_2", "regnet_y_16gf")
 
@@ -69,12 +72,14 @@ def tp_magnitude(name: str, target: float, steps: int = 100) -> dict:
             "iterative_steps": steps}
 
 
-def mrp_plan(name: str, target: float, config: MRPConfig) -> dict:
+def mrp_plan(name: str, target: float, config: MRPConfig, images: int = 0) -> dict:
+    """One timed MRP plan (trace included); with ``images``, that many random calibration images."""
     model = create_model(name)
     size = default_input_size(name)
+    calibration = torch.randn(images, *size, generator=torch.Generator().manual_seed(0)) if images else None
     t0 = time.perf_counter()
     groups = build_groups(model, size)
-    p = plan(model, size, target_flops=target, config=config, groups=groups)
+    p = plan(model, size, target_flops=target, config=config, groups=groups, calibration=calibration)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "steps": len(p.trajectory), "macs_reduction": p.macs_reduction,
             "per_step_ms": 1e3 * seconds / max(len(p.trajectory), 1)}
@@ -213,6 +218,7 @@ def main(argv=None) -> int:
             mrp_plan("resnet50", args.target, srp.replace_with(step=0.01)),
         "mrp_gpu (allocation=srp, replace=reconstruction, kNN k=16 graphs, step=1%)":
             mrp_plan("resnet50", args.target, srp.replace_with(step=0.01, **KNN_WORKLOAD)),
+        DATA_PLAN: mrp_plan("resnet50", args.target, MRPConfig(), images=64),
         TP_PLAN: tp_magnitude("resnet50", args.target)}
     result["plan_ratio_default_to_tp"] = result["plans"][DEFAULT_PLAN]["seconds"] / result["plans"][TP_PLAN]["seconds"]
     for k, v in result["plans"].items():
