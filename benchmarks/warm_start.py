@@ -2,13 +2,13 @@
 
 Every refresh of the SRP loop recomputes a group's communities after it lost one
 channel. ``backend="leiden"`` starts igraph's Leiden from the partition before the
-removal; the default (``igraph``) runs Louvain from scratch. On the trained shipped
+removal; ``igraph`` (the CPU default until 2026-11-30) runs Louvain from scratch. On the trained shipped
 models (random weights have no communities to keep), for both allocations, this
 records in one run: plan time, the per-step ``R`` of the chosen group, the kept
 counts, and the modularity of the final partitions. The accuracy each plan keeps
 comes from the quality study (``quality.py --protocols recal``, methods ``mrp``,
 ``mrp[allocation=srp]``, ``mrp[backend=leiden]`` and ``mrp[allocation=srp;backend=leiden]``:
-the default engine on the CPU is igraph's Louvain), read from ``OUT/quality_cpu.json``
+run while the default engine on the CPU was igraph's Louvain), read from ``OUT/quality_cpu.json``
 when the table is written; ``--replot`` rewrites the table from the JSON alone.
 
     python benchmarks/warm_start.py --out benchmarks/results
