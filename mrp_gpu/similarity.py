@@ -132,9 +132,11 @@ def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> t
     other = nbr != rows
     sel = other & (other.cumsum(1) <= k_max) & (vals >= tau) & (vals > 0)
     i, j = rows[sel], nbr[sel]
+    if n * n < 2 ** 31:  # 32-bit keys sort about twice as fast
+        i, j = i.int(), j.int()
     key = torch.cat([i * n + j, j * n + i]).unique()  # union of both directions, row-major like nonzero()
-    i, j = key // n, key % n
-    return torch.stack([i, j]), s[i, j]
+    edges = torch.stack([key // n, key % n]).long()
+    return edges, s[edges[0], edges[1]]
 
 
 def gram(x: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
