@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .community import ENGINES, louvain_graph, resolve_backend
-from .community.graph import symmetric_union
+from .community.graph import UnionGraph
 from .errors import ModelError, MRPError, TargetError, stage
 from .groups import ChannelGroups
 from .plan import PruningPlan
@@ -470,18 +470,19 @@ class _Redundancy:
         for g in which:
             if flush:
                 self.flush(g)
-            if self.edges[g] is None:
-                self.edges[g] = similarity_edges(self.similarity(g), self.tau[g], self.config.k_max)
+            if self.edges[g] is None:  # each undirected edge once (i < j)
+                self.edges[g] = similarity_edges(self.similarity(g), self.tau[g], self.config.k_max, upper=True)
             ei, w = self.edges[g]
-            # the graph holds the live channels only, renumbered 0..n_live-1
-            rank = torch.as_tensor(np.cumsum(self.alive[g]) - 1, device=ei.device)
-            parts.append(rank[ei] + offsets[-1])
+            # the graph holds the live channels only, renumbered from offsets[-1] on (order kept)
+            rank = torch.as_tensor(np.cumsum(self.alive[g]) - 1 + offsets[-1], device=ei.device)
+            parts.append(rank.take(ei))
             weights.append(w)
             if self.warm:  # the partition so far, as a warm start (labels made unique across the batch)
                 initial.append(np.unique(self.labels[g][self.alive[g]], return_inverse=True)[1] + offsets[-1])
-            offsets.append(offsets[-1] + int(self.alive[g].sum()))
+            offsets.append(offsets[-1] + int(np.count_nonzero(self.alive[g])))
         ptr = torch.tensor(offsets, device=self.device)
-        ug = symmetric_union(torch.cat(parts, 1), torch.cat(weights), offsets[-1], ptr)
+        edges = torch.cat(parts, 1)
+        ug = UnionGraph(edges[0], edges[1], torch.cat(weights).double(), offsets[-1], ptr)
         labels = louvain_graph(ug, backend=self.config.backend, resolution=self.config.resolution,
                                seed=self.config.seed, consecutive=False,
                                initial=torch.as_tensor(np.concatenate(initial)) if self.warm else None).cpu().numpy()
@@ -512,8 +513,8 @@ class _Redundancy:
             self.sim[g].index_fill_(0, idx, 0).index_fill_(1, idx, 0)
         if self.edges[g] is not None and self.config.k_max is None:
             ei, w = self.edges[g]
-            keep = torch.as_tensor(self.alive[g], device=ei.device)[ei].all(0)  # both ends live
-            self.edges[g] = (ei[:, keep], w[keep])
+            keep = torch.as_tensor(self.alive[g], device=ei.device).take(ei).all(0).nonzero().squeeze(1)
+            self.edges[g] = (ei.index_select(1, keep), w.index_select(0, keep))  # both ends live
         else:  # a kNN graph: the neighbours of the removed channel pick new ones
             self.edges[g] = None
         if self.config.features != "weight" or not propagate:

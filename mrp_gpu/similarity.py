@@ -118,13 +118,19 @@ def thresholds(features: GroupFeatures, *, z: float | None = None, tau: float | 
     return out
 
 
-def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Directed edges ``(i, j)`` (both directions present) and weights from a similarity matrix."""
+def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None,
+                     upper: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed edges ``(i, j)`` (both directions present; with ``upper`` only ``i < j``, each
+    undirected edge once) and weights from a similarity matrix, in row-major order."""
     n = s.shape[0]
     if k_max is None or k_max >= n - 1:
         keep = s >= tau if tau > 0 else s > 0  # edges need a positive weight
-        keep.fill_diagonal_(False)
-        return keep.nonzero().T, s[keep]  # row-major, both
+        if upper:
+            keep.triu_(1)
+        else:
+            keep.fill_diagonal_(False)
+        at = keep.nonzero()
+        return at.T, s[at[:, 0], at[:, 1]]
     # each row's k_max strongest others that pass the threshold: among its k_max + 1 strongest
     # entries, the first k_max that are not its own (no n x n mask is built)
     vals, nbr = s.topk(k_max + 1, dim=1)
@@ -136,6 +142,8 @@ def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None) -> t
         i, j = i.int(), j.int()
     key = torch.cat([i * n + j, j * n + i]).unique()  # union of both directions, row-major like nonzero()
     edges = torch.stack([key // n, key % n]).long()
+    if upper:
+        edges = edges[:, edges[0] < edges[1]]
     return edges, s[edges[0], edges[1]]
 
 
