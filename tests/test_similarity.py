@@ -100,3 +100,16 @@ def test_gram_from_blocks_is_symmetric_and_equals_the_product():
     assert torch.equal(s, s.T)
     assert torch.allclose(s, x @ x.T, atol=1e-4)
     assert torch.equal(gram(x[:200], block=256), x[:200] @ x[:200].T)  # one block: the plain product
+
+
+@pytest.mark.parametrize("tau,k_max", [(0.3, None), (-1.0, None), (0.5, 3), (-1.0, 4)])
+def test_upper_edges_are_each_undirected_edge_once(tau, k_max):
+    from mrp_gpu.similarity import similarity_edges
+
+    f = _features(seed=3).rows[1]
+    s = f @ f.T
+    both, w_both = similarity_edges(s, tau, k_max)
+    up, w_up = similarity_edges(s, tau, k_max, upper=True)
+    first = both[0] < both[1]
+    assert torch.equal(up, both[:, first]) and torch.equal(w_up, w_both[first])  # same order: row-major
+    assert len(up[0]) * 2 == len(both[0])
