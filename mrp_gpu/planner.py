@@ -541,28 +541,31 @@ class _Redundancy:
         if len(pos) == 0:
             return None
         w, groups, order = self._consumer(s.module, out_slice)
-        if groups > 1:  # input i feeds only the filters of its own block
-            per_in, per_out = w.shape[1], w.shape[0] // groups
-            width = int(np.prod(w.shape[2:]))
-            cols = torch.zeros(w.shape[0], len(pos) * width, dtype=w.dtype, device=w.device)
-            for k, i in enumerate(pos.tolist()):
-                b, j = divmod(i, per_in)
-                rows = slice(b * per_out, (b + 1) * per_out)
-                cols[rows, k * width:(k + 1) * width] = w[rows, j].flatten(1)
-        else:
-            cols = w[:, torch.as_tensor(pos, device=w.device)].flatten(1)
+        if groups == 1:  # ``w``: the rows already in group order, on the planner's device
+            return w.index_select(1, torch.as_tensor(pos, device=w.device)).flatten(1)
+        per_in, per_out = w.shape[1], w.shape[0] // groups  # input i feeds only the filters of its own block
+        width = int(np.prod(w.shape[2:]))
+        cols = torch.zeros(w.shape[0], len(pos) * width, dtype=w.dtype, device=w.device)
+        for k, i in enumerate(pos.tolist()):
+            b, j = divmod(i, per_in)
+            rows = slice(b * per_out, (b + 1) * per_out)
+            cols[rows, k * width:(k + 1) * width] = w[rows, j].flatten(1)
         return cols[order].float().to(self.device)
 
     def _consumer(self, name: str, out_slice) -> tuple[torch.Tensor, int, torch.Tensor]:
         """A consumer's weight (inputs on dim 1), its number of blocks, and its filters in the
-        order of its own group's channels: looked up once per plan."""
+        order of its own group's channels, looked up once per plan. A dense consumer's weight
+        is kept with its rows already in that order (float32, on the planner's device)."""
         if name not in self.consumers:
             m = self.model.get_submodule(name)
             w = m.weight.detach()
             if isinstance(m, torch.nn.modules.conv._ConvTransposeNd):
                 w = w.transpose(0, 1)
-            order = out_slice.idxs[np.argsort(out_slice.channel, kind="stable")]  # producer rows in group order
-            self.consumers[name] = (w, getattr(m, "groups", 1), torch.as_tensor(order, device=w.device))
+            order = torch.as_tensor(out_slice.idxs[np.argsort(out_slice.channel, kind="stable")], device=w.device)
+            groups = getattr(m, "groups", 1)
+            if groups == 1:
+                w = w.index_select(0, order).float().to(self.device)
+            self.consumers[name] = (w, groups, order)
         return self.consumers[name]
 
 
