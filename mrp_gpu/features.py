@@ -191,6 +191,8 @@ def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *
     """Covariance of what each dense layer in ``names`` reads on ``batch``, float64:
     ``{name: [in_features, in_features]}`` over its input rows (:func:`input_rows`), at
     most ``max_rows`` of them, drawn evenly from the chunks with ``seed``."""
+    from .similarity import gram  # similarity imports this module
+
     sums: dict[str, list] = {}
     per_chunk = math.ceil(max_rows / math.ceil(len(batch) / chunk))
     gen = torch.Generator().manual_seed(seed)
@@ -202,8 +204,8 @@ def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *
             pick = torch.randperm(n, generator=gen)[:per_chunk].to(x.device) if n > per_chunk else None
             x = input_rows(module, x, pick)
             acc = sums.setdefault(name, [0.0, 0.0, 0])
-            acc[0] = acc[0] + (x.T @ x).double()
-            acc[1] = acc[1] + x.double().sum(0)
+            acc[0] = acc[0] + gram(x.T).double()  # x^T x from its upper blocks
+            acc[1] = acc[1] + x.sum(0, dtype=torch.float64)
             acc[2] += len(x)
         return hook
 
@@ -211,7 +213,7 @@ def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *
     out = {}
     for name, (xx, xs, n) in sums.items():
         mean = xs / n
-        out[name] = xx / n - torch.outer(mean, mean)
+        out[name] = (xx / n).addr_(mean, mean, alpha=-1.0)  # E[x x^T] - mean mean^T
     return out
 
 

@@ -27,6 +27,7 @@ from .executor import apply_masks
 from .features import input_rows, is_dense, row_count
 from .groups import ChannelGroups, build_groups
 from .plan import PruningPlan
+from .similarity import gram
 
 __all__ = ["refit", "RIDGE"]
 
@@ -142,9 +143,9 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
             gone = np.unique(np.concatenate(removed[name]))
             cols = np.flatnonzero(~np.isin(np.arange(w0.shape[1] * per) // per, gone))
             x = x_kept[:, torch.as_tensor(cols, device=device)].double()
-            gram = x.T @ x
-            gram.diagonal().add_(ridge * float(gram.diagonal().mean().clamp_min(1e-12)))
-            w = torch.linalg.solve(gram, x.T @ target).T  # [out, kept columns]
+            xx = gram(x.T)  # x^T x from its upper blocks
+            xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
+            w = torch.linalg.solve(xx, x.T @ target).T  # [out, kept columns]
             flat = layer.weight.view(layer.weight.shape[0], -1)
             flat[:, torch.as_tensor(cols, device=device)] = w.to(flat.dtype)
     finally:
