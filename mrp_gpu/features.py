@@ -52,7 +52,7 @@ def _by_channel(x: torch.Tensor, s: LayerSlice, size: int) -> torch.Tensor:
     (several positions per channel are laid side by side). A run of consecutive rows,
     the common case, is a view: nothing is copied."""
     idx = s.idxs[np.argsort(s.channel, kind="stable")]
-    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) == 1 or (np.diff(idx) == 1).all()):
+    if len(idx) and (np.diff(idx) == 1).all():
         return x[int(idx[0]):int(idx[0]) + len(idx)].reshape(size, -1)
     return x[torch.as_tensor(idx, device=x.device)].reshape(size, -1)
 

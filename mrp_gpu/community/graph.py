@@ -76,7 +76,8 @@ def symmetric_union(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nod
     """A :class:`UnionGraph` from edges known to be symmetric, unique and within graphs.
 
     What :func:`mrp_gpu.similarity.build_graphs` emits: each undirected edge is kept
-    once (``src < dst``) with no sorting or checking, for the SRP loop's hot path.
+    once (``src < dst``) with no sorting or checking. (The SRP loop keeps its edges with
+    ``src < dst`` already and builds its :class:`UnionGraph` directly.)
     """
     keep = edge_index[0] < edge_index[1]
     return UnionGraph(edge_index[0][keep], edge_index[1][keep], edge_weight[keep].double(), num_nodes, ptr)

@@ -17,8 +17,10 @@ Levels repeat until one merges nothing; then one more local-moving phase on the
 original graph from the final partition lets single nodes leave a community that
 aggregation locked them into (as the torch engine does). Graphs are kept in
 compressed sparse rows, both directions stored, self loops apart. Everything is
-float64. The first call compiles the functions (cached on disk by Numba); later calls
-cost microseconds beyond the work, which is what the SRP loop's per-step refresh needs.
+float64. The first call on a machine compiles the functions (about 3 s; Numba caches
+them on disk), the first in a process loads them (about 0.5 s with Numba's import);
+after that a call costs about 20 us beyond the work (a 60-node graph: 38 us in all),
+which is what the SRP loop's per-step refresh needs.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ def _aggregate(indptr, indices, weight, loop, gid, comm):
         indptr2[c + 1] = e2
     return indptr2, indices2[:e2], weight2[:e2], loop2, gid2, node_new
 
+
 @njit(cache=True)
 def _louvain(indptr, indices, weight, loop, gid, m, gamma, seed, max_levels, max_visits):
     np.random.seed(seed)
@@ -181,7 +184,9 @@ def _louvain(indptr, indices, weight, loop, gid, m, gamma, seed, max_levels, max
 @njit(cache=True)
 def _csr(src, dst, w, ptr):
     """Rows of both directions of every non-loop edge (counting sort, edges in input order),
-    self loops apart, each node's graph and each graph's total weight ``m_g``."""
+    self loops apart, each node's graph and each graph's total weight ``m_g`` (what
+    ``UnionGraph.node_graph`` and ``total_weight`` give, here in the same pass: 5 ms
+    less on ResNet-50's batch)."""
     n, G = ptr[-1], len(ptr) - 1
     gid = np.empty(n, dtype=np.int64)
     for g in range(G):
@@ -212,7 +217,8 @@ def _csr(src, dst, w, ptr):
 
 def louvain_numba(graph: UnionGraph, resolution: float = 1.0, seed: int = 0, *, max_levels: int = 50,
                   max_visits: int = 1000) -> torch.Tensor:
-    """Community label of every node (labels are node ids; relabel with ``graph.relabel``)."""
+    """Community label of every node (labels are node ids; :func:`~mrp_gpu.community.graph.relabel`
+    makes them consecutive)."""
     n = graph.num_nodes
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=graph.device)

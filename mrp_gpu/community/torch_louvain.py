@@ -134,7 +134,8 @@ def _local_moving(level: _Level, gen: torch.Generator, threshold: float, max_ite
 
 def louvain_torch(graph: UnionGraph, resolution: float = 1.0, seed: int = 0, *, threshold: float = 1e-7,
                   max_levels: int = 50, max_iter: int = 200, refine: bool = True) -> torch.Tensor:
-    """Community label of every node (labels are node ids; relabel with ``graph.relabel``)."""
+    """Community label of every node (labels are node ids; :func:`~mrp_gpu.community.graph.relabel`
+    makes them consecutive)."""
     n = graph.num_nodes
     device = graph.device
     membership = torch.arange(n, device=device)
