@@ -33,7 +33,7 @@ from .redundancy import (
     largest_community,
     most_replaceable,
 )
-from .similarity import gram, similarity_edges, thresholds
+from .similarity import cosine, gram, similarity_edges, thresholds
 from .timing import Stopwatch
 
 # ``rebuild`` rules: consumers with more inputs are not counted (a [n, n] float64 covariance each;
@@ -380,7 +380,7 @@ class _Redundancy:
     def flush(self, g: int) -> None:
         """Apply queued downdates to group ``g`` (its similarity and edges are then rebuilt)."""
         if self.pending[g]:
-            cols = torch.cat(self.pending[g], 1)
+            cols = self.pending[g][0] if len(self.pending[g]) == 1 else torch.cat(self.pending[g], 1)
             self.gram[g].sub_(cols @ cols.T)
             self.pending[g] = []
             self.sim[g] = self.edges[g] = self.prec[g] = self.losses[g] = None
@@ -451,11 +451,7 @@ class _Redundancy:
     def similarity(self, g: int) -> torch.Tensor:
         """Cosine similarities of group ``g`` (rows and columns of removed channels are 0)."""
         if self.sim[g] is None:
-            prod = self.gram[g]
-            d = prod.diagonal()
-            live = torch.as_tensor(self.alive[g], device=d.device) & (d > 0)  # removed channels: zero rows
-            inv = torch.where(live, d.rsqrt(), 0.0)
-            self.sim[g] = (prod * inv[:, None]).mul_(inv)
+            self.sim[g] = cosine(self.gram[g], self.alive[g])
         return self.sim[g]
 
     def refresh(self, which: list[int], flush: bool = True) -> None:

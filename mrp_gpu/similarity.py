@@ -11,8 +11,10 @@ positive weight; channels without edges stay as isolated vertices.
 
 The batch is returned in the PyTorch Geometric convention: ``edge_index`` (2 x E,
 both directions), ``edge_weight``, ``ptr``, on the device the features are on.
-The fused Numba kernel of :mod:`mrp_gpu.kernels` computes the same edges on a GPU
-without materialising any ``n x n`` matrix.
+Each group's ``n x n`` similarity matrix is one matrix product (:func:`gram`); its edges
+come from compiled CPU code (:mod:`mrp_gpu.similarity_numba`) on a CPU and from tensor
+operations elsewhere. The fused Numba kernel of :mod:`mrp_gpu.kernels` computes the
+same edges on a GPU without materialising any ``n x n`` matrix.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
+import numpy as np
 import torch
 
 from .features import GroupFeatures
 
-__all__ = ["BatchedGraph", "kernels_module", "effective_dim", "chance_z", "thresholds", "gram",
+__all__ = ["BatchedGraph", "kernels_module", "effective_dim", "chance_z", "thresholds", "gram", "cosine",
            "similarity_edges", "group_edges", "build_graphs"]
 
 GRAM_BLOCK = 256
@@ -118,12 +121,42 @@ def thresholds(features: GroupFeatures, *, z: float | None = None, tau: float | 
     return out
 
 
+def cosine(prod: torch.Tensor, live: np.ndarray) -> torch.Tensor:
+    """Cosine similarities from a Gram matrix ``prod``: ``G_ij / sqrt(G_ii G_jj)``, with the rows
+    and columns of channels not ``live`` (a boolean array) or of zero norm set to 0."""
+    if prod.device.type != "cpu":
+        return _cosine_torch(prod, live)
+    from .similarity_numba import cosine
+
+    return cosine(prod, live)
+
+
+def _cosine_torch(prod: torch.Tensor, live: np.ndarray) -> torch.Tensor:
+    d = prod.diagonal()
+    ok = torch.as_tensor(live, device=d.device) & (d > 0)
+    inv = torch.where(ok, d.rsqrt(), 0.0)
+    return (prod * inv[:, None]).mul_(inv)
+
+
 def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None,
                      upper: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Directed edges ``(i, j)`` (both directions present; with ``upper`` only ``i < j``, each
-    undirected edge once) and weights from a similarity matrix, in row-major order."""
+    undirected edge once) and weights from a similarity matrix, in row-major order.
+
+    On the CPU the compiled path of :mod:`mrp_gpu.similarity_numba` runs; elsewhere
+    tensor operations (:func:`_edges_torch`). Both give the same edges in the same order.
+    """
+    knn = k_max is not None and k_max < s.shape[0] - 1
+    if s.device.type != "cpu":
+        return _edges_torch(s, tau, k_max if knn else None, upper)
+    from .similarity_numba import above_threshold, strongest_union  # imports Numba: only when used
+
+    return strongest_union(s, tau, k_max, upper) if knn else above_threshold(s, tau, upper)
+
+
+def _edges_torch(s: torch.Tensor, tau: float, k_max: int | None, upper: bool) -> tuple[torch.Tensor, torch.Tensor]:
     n = s.shape[0]
-    if k_max is None or k_max >= n - 1:
+    if k_max is None:
         keep = s >= tau if tau > 0 else s > 0  # edges need a positive weight
         if upper:
             keep.triu_(1)

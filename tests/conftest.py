@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def edge_oracle(f: np.ndarray, tau: float, k_max=None) -> set:
+    """float64 numpy: edges (i, j), i != j, S >= tau and S > 0, top-k union."""
+    s = f @ f.T
+    n = len(f)
+    keep = (s >= tau) & (s > 0) & ~np.eye(n, dtype=bool)
+    if k_max is not None and k_max < n - 1:
+        masked = np.where(keep, s, -np.inf)
+        top = np.zeros_like(keep)
+        nbr = np.argsort(-masked, axis=1, kind="stable")[:, :k_max]
+        np.put_along_axis(top, nbr, True, axis=1)
+        keep = (top & keep) | (top & keep).T
+    return {(int(i), int(j)) for i, j in zip(*np.nonzero(keep))}
 
 
 @pytest.fixture(scope="session")

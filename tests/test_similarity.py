@@ -1,25 +1,11 @@
 import math
 
-import numpy as np
 import pytest
 import torch
+from conftest import edge_oracle
 
 from mrp_gpu.features import GroupFeatures, normalize_rows
 from mrp_gpu.similarity import build_graphs, chance_z, effective_dim, thresholds
-
-
-def _oracle(f: np.ndarray, tau: float, k_max=None) -> set:
-    """float64 numpy: edges (i, j), i != j, S >= tau and S > 0, top-k union."""
-    s = f @ f.T
-    n = len(f)
-    keep = (s >= tau) & (s > 0) & ~np.eye(n, dtype=bool)
-    if k_max is not None and k_max < n - 1:
-        masked = np.where(keep, s, -np.inf)
-        top = np.zeros_like(keep)
-        nbr = np.argsort(-masked, axis=1, kind="stable")[:, :k_max]
-        np.put_along_axis(top, nbr, True, axis=1)
-        keep = (top & keep) | (top & keep).T
-    return {(int(i), int(j)) for i, j in zip(*np.nonzero(keep))}
 
 
 def _features(seed=0, sizes=((12, 20), (30, 9), (5, 40))):
@@ -33,7 +19,7 @@ def _features(seed=0, sizes=((12, 20), (30, 9), (5, 40))):
 
 
 @pytest.mark.parametrize("tau,k_max", [(0.3, None), (0.5, 3), (-1.0, 4)])
-def test_edges_match_a_float64_oracle(tau, k_max):
+def test_edges_match_a_float64edge_oracle(tau, k_max):
     feats = _features()
     graph = build_graphs(feats, tau=tau, k_max=k_max)
     ptr = graph.ptr.tolist()
@@ -41,7 +27,7 @@ def test_edges_match_a_float64_oracle(tau, k_max):
         lo, hi = ptr[g], ptr[g + 1]
         sel = (graph.edge_index[0] >= lo) & (graph.edge_index[0] < hi)
         got = {(i - lo, j - lo) for i, j in graph.edge_index[:, sel].T.tolist()}
-        assert got == _oracle(f.numpy(), tau, k_max)
+        assert got == edge_oracle(f.numpy(), tau, k_max)
         w = graph.edge_weight[sel]
         i, j = graph.edge_index[:, sel] - lo
         assert torch.allclose(w.double(), (f[i] * f[j]).sum(1))
