@@ -187,7 +187,7 @@ class _Consumer:
     """One dense consumer in :class:`Rebuild`: ``P = p - u u^T``; ``u`` (the first ``rank``
     columns of ``buf``) grows by a block per removal and is folded into ``p`` when ``buf``
     is full. The diagonal blocks of ``P`` that the losses read, one per channel, are kept
-    current apart (a removal updates them in ``O(r b^2 b)`` instead of gathering
+    current apart (a removal updates them in ``O(r b^3)`` instead of gathering
     ``r b`` rows of ``u``)."""
 
     p: torch.Tensor  # [m, m]

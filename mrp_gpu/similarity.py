@@ -121,10 +121,15 @@ def thresholds(features: GroupFeatures, *, z: float | None = None, tau: float | 
     return out
 
 
+def _compiled(x: torch.Tensor) -> bool:
+    """Whether the compiled CPU path takes ``x``: float32 or float64 on the CPU."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
 def cosine(prod: torch.Tensor, live: np.ndarray) -> torch.Tensor:
     """Cosine similarities from a Gram matrix ``prod``: ``G_ij / sqrt(G_ii G_jj)``, with the rows
     and columns of channels not ``live`` (a boolean array) or of zero norm set to 0."""
-    if prod.device.type != "cpu":
+    if not _compiled(prod):
         return _cosine_torch(prod, live)
     from .similarity_numba import cosine
 
@@ -143,11 +148,12 @@ def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None,
     """Directed edges ``(i, j)`` (both directions present; with ``upper`` only ``i < j``, each
     undirected edge once) and weights from a similarity matrix, in row-major order.
 
-    On the CPU the compiled path of :mod:`mrp_gpu.similarity_numba` runs; elsewhere
-    tensor operations (:func:`_edges_torch`). Both give the same edges in the same order.
+    On the CPU (float32 or float64) the compiled path of :mod:`mrp_gpu.similarity_numba`
+    runs; elsewhere tensor operations (:func:`_edges_torch`). Both give the same edges in
+    the same order.
     """
     knn = k_max is not None and k_max < s.shape[0] - 1
-    if s.device.type != "cpu":
+    if not _compiled(s):
         return _edges_torch(s, tau, k_max if knn else None, upper)
     from .similarity_numba import above_threshold, strongest_union  # imports Numba: only when used
 

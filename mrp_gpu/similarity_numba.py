@@ -185,17 +185,17 @@ def _edges(rows, cols, w) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cosine(gram: torch.Tensor, live: np.ndarray) -> torch.Tensor:
     """``G_ij / sqrt(G_ii G_jj)``; rows and columns of channels not ``live`` or of zero norm are 0."""
-    return torch.from_numpy(_cosine(gram.contiguous().numpy(), live))
+    return torch.from_numpy(_cosine(gram.detach().contiguous().numpy(), live))
 
 
 def above_threshold(s: torch.Tensor, tau: float, upper: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges of every entry ``>= tau`` and ``> 0`` off the diagonal (see the module docstring)."""
-    a = s.contiguous().numpy()
+    a = s.detach().contiguous().numpy()
     return _edges(*_above(a, a.dtype.type(tau), upper))
 
 
 def strongest_union(s: torch.Tensor, tau: float, k: int, upper: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Edges of the union of each row's ``k`` strongest admissible others (see the module docstring)."""
-    a = s.contiguous().numpy()
+    a = s.detach().contiguous().numpy()
     nbr, cnt = _strongest(a, a.dtype.type(tau), k)  # compared in the matrix's precision, as torch does
     return _edges(*_union(a, nbr, cnt, upper))

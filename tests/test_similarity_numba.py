@@ -90,3 +90,15 @@ def test_compiled_cosine_equals_the_tensor_path(dtype):
     assert got.dtype == dtype and (got[[2, 5, 30]] == 0).all() and (got[:, [2, 5, 30]] == 0).all()
     on = np.flatnonzero(live & (np.arange(37) != 5))
     assert torch.allclose(got.diagonal()[on], torch.ones(len(on), dtype=dtype))
+
+
+def test_other_dtypes_take_the_tensor_path():
+    f = _clustered(30, 12, seed=5)
+    s = (f @ f.T).to(torch.bfloat16)  # numpy has no bfloat16: the tensor operations handle it
+    got, w = similarity_edges(s, 0.2, 3)
+    want, w_want = _edges_torch(s, 0.2, 3, False)
+    assert torch.equal(got, want) and torch.equal(w, w_want) and w.dtype == torch.bfloat16
+    from mrp_gpu.similarity import _cosine_torch, cosine
+
+    live = np.ones(30, dtype=bool)
+    assert torch.equal(cosine(s, live), _cosine_torch(s, live))
