@@ -90,7 +90,10 @@ def effective_dim(f: torch.Tensor) -> float:
     model must use. It equals ``d`` for isotropic rows and is smaller when a few
     coordinates carry most of the energy (a 1x1 shortcut beside 3x3 convs, dead inputs).
     """
-    v = (f.double() ** 2).mean(0)
+    v = torch.zeros(f.shape[1], dtype=torch.float64, device=f.device)
+    for i in range(0, len(f), GRAM_BLOCK):  # exact float64 squares, a block of rows at a time (no float64 copy of f)
+        v += f[i:i + GRAM_BLOCK].to(torch.float64, copy=True).square_().sum(0)  # a copy even of float64 rows
+    v /= max(len(f), 1)
     total = float(v.sum())
     return total * total / float((v * v).sum()) if total > 0 else 1.0
 

@@ -99,3 +99,15 @@ def test_upper_edges_are_each_undirected_edge_once(tau, k_max):
     first = both[0] < both[1]
     assert torch.equal(up, both[:, first]) and torch.equal(w_up, w_both[first])  # same order: row-major
     assert len(up[0]) * 2 == len(both[0])
+
+
+def test_effective_dim_in_blocks_equals_the_float64_formula():
+    f = normalize_rows(torch.randn(700, 50, generator=torch.Generator().manual_seed(2)))  # 3 blocks of rows
+    f[:, :5] *= 4
+    v = (f.double() ** 2).mean(0)
+    assert effective_dim(f) == pytest.approx(float(v.sum() ** 2 / (v * v).sum()), rel=1e-12)
+    assert effective_dim(f[:0]) == 1.0  # no rows: no energy
+    g = f.double()
+    before = g.clone()
+    effective_dim(g)
+    assert torch.equal(g, before)  # the caller's float64 rows are read, not squared in place
