@@ -153,7 +153,8 @@ def similarity_edges(s: torch.Tensor, tau: float, k_max: int | None = None,
 
     On the CPU (float32 or float64) the compiled path of :mod:`mrp_gpu.similarity_numba`
     runs; elsewhere tensor operations (:func:`_edges_torch`). Both give the same edges in
-    the same order.
+    the same order, except where a row's ``k_max``-th strongest value is tied: the compiled
+    path keeps the lower indices, torch's ``topk`` any of them.
     """
     knn = k_max is not None and k_max < s.shape[0] - 1
     if not _compiled(s):
