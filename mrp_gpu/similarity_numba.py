@@ -26,6 +26,8 @@ parallel kNN search). :mod:`mrp_gpu.similarity` imports this module only on a CP
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -33,6 +35,7 @@ from numba import njit, prange
 __all__ = ["cosine", "above_threshold", "strongest_union"]
 
 CHUNK = 8  # entries per chunk: one AVX2 register of float32
+_pool_pid: int | None = None  # the process that launched Numba's thread pool (see strongest_union)
 
 
 @njit(cache=True)
@@ -96,38 +99,54 @@ def _chunk_max(row, j):
     return m
 
 
-@njit(cache=True, parallel=True)
-def _strongest(s, tau, k):
-    """Each row's ``k`` strongest ``j != i`` with ``S_ij >= tau`` and ``S_ij > 0``: (columns, counts)."""
+@njit(inline="always")
+def _strongest_row(s, i, tau, k, nbr, cnt):
+    """Row ``i``'s ``k`` strongest ``j != i`` with ``S_ij >= tau`` and ``S_ij > 0`` into ``nbr[i]``, ``cnt[i]``."""
     n = s.shape[0]
     full = n // CHUNK
-    nbr = np.empty((n, k), np.int32)
-    cnt = np.zeros(n, np.int32)
-    for i in prange(n):
-        row = s[i]
-        vals = np.empty(k + 1, s.dtype)
-        idx = np.empty(k + 1, np.int32)
-        bound = -np.inf
-        if full > k:  # the (k + 1)-th largest full-chunk maximum
-            c = 0
-            for ch in range(full):
-                m = _chunk_max(row, ch * CHUNK)
-                if c <= k or m > vals[k]:
-                    c = _push(vals, idx, c, k + 1, m, ch)
-            bound = vals[k]
+    row = s[i]
+    vals = np.empty(k + 1, s.dtype)
+    idx = np.empty(k + 1, np.int32)
+    bound = -np.inf
+    if full > k:  # the (k + 1)-th largest full-chunk maximum
         c = 0
-        for ch in range(full + 1):
-            lo = ch * CHUNK
-            hi = min(lo + CHUNK, n)
-            if ch < full and _chunk_max(row, lo) < bound:
-                continue
-            for j in range(lo, hi):
-                v = row[j]
-                if v >= bound and v >= tau and v > 0 and j != i and (c < k or v > vals[k - 1]):
-                    c = _push(vals, idx, c, k, v, j)
-        cnt[i] = c
-        for t in range(c):
-            nbr[i, t] = idx[t]
+        for ch in range(full):
+            m = _chunk_max(row, ch * CHUNK)
+            if c <= k or m > vals[k]:
+                c = _push(vals, idx, c, k + 1, m, ch)
+        bound = vals[k]
+    c = 0
+    for ch in range(full + 1):
+        lo = ch * CHUNK
+        hi = min(lo + CHUNK, n)
+        if ch < full and _chunk_max(row, lo) < bound:
+            continue
+        for j in range(lo, hi):
+            v = row[j]
+            if v >= bound and v >= tau and v > 0 and j != i and (c < k or v > vals[k - 1]):
+                c = _push(vals, idx, c, k, v, j)
+    cnt[i] = c
+    for t in range(c):
+        nbr[i, t] = idx[t]
+
+
+@njit(cache=True, parallel=True)
+def _strongest(s, tau, k):
+    """Every row's ``k`` strongest admissible others, rows in parallel: (columns [n, k], counts [n])."""
+    nbr = np.empty((s.shape[0], k), np.int32)
+    cnt = np.zeros(s.shape[0], np.int32)
+    for i in prange(s.shape[0]):
+        _strongest_row(s, i, tau, k, nbr, cnt)
+    return nbr, cnt
+
+
+@njit(cache=True)
+def _strongest_serial(s, tau, k):
+    """:func:`_strongest` on one thread (a forked child of a process that ran it in parallel)."""
+    nbr = np.empty((s.shape[0], k), np.int32)
+    cnt = np.zeros(s.shape[0], np.int32)
+    for i in range(s.shape[0]):
+        _strongest_row(s, i, tau, k, nbr, cnt)
     return nbr, cnt
 
 
@@ -196,7 +215,18 @@ def above_threshold(s: torch.Tensor, tau: float, upper: bool) -> tuple[torch.Ten
 
 
 def strongest_union(s: torch.Tensor, tau: float, k: int, upper: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges of the union of each row's ``k`` strongest admissible others (see the module docstring)."""
+    """Edges of the union of each row's ``k`` strongest admissible others (see the module docstring).
+
+    Rows run in parallel, except in a process forked from one that already did: Numba's
+    GNU OpenMP layer kills such a child at its first parallel launch, so it runs them on
+    one thread.
+    """
+    global _pool_pid
     a = s.detach().contiguous().numpy()
-    nbr, cnt = _strongest(a, a.dtype.type(tau), k)  # compared in the matrix's precision, as torch does
+    if _pool_pid in (None, os.getpid()):
+        _pool_pid = os.getpid()
+        strongest = _strongest
+    else:
+        strongest = _strongest_serial
+    nbr, cnt = strongest(a, a.dtype.type(tau), k)  # compared in the matrix's precision, as torch does
     return _edges(*_union(a, nbr, cnt, upper))

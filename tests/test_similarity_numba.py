@@ -1,5 +1,7 @@
 """The compiled CPU edges against the tensor path and a float64 oracle."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,21 @@ def test_other_dtypes_take_the_tensor_path():
 
     live = np.ones(30, dtype=bool)
     assert torch.equal(cosine(s, live), _cosine_torch(s, live))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_still_gets_knn_edges():
+    """Numba's GNU OpenMP layer kills a forked child at its first parallel launch when the
+    parent launched the pool: the child must run the search on one thread."""
+    f = _clustered(300, 24, seed=9)
+    s = f @ f.T
+    want, w_want = similarity_edges(s, 0.1, 6)  # the parent launches the pool
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only with the same edges
+        try:
+            got, w = similarity_edges(s, 0.1, 6)
+            os._exit(0 if torch.equal(got, want) and torch.equal(w, w_want) else 3)
+        finally:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
