@@ -16,8 +16,9 @@ instead of 59 (``topk`` and a sort of the edge keys).
   the row's ``k``-th largest entry other than its own (those ``k + 1`` maxima are
   distinct entries, at most one of them on the diagonal), so only chunks whose maximum
   reaches ``b`` are searched. On ResNet-50's 2,048-channel group that is about 17 chunks
-  of 256 per row. Rows run in parallel. Ties go to the lower column index (torch's
-  ``topk`` leaves them unspecified).
+  of 256 per row. Rows run in parallel (on one thread in a process forked from one
+  that ran them in parallel: :func:`strongest_union`). Ties go to the lower column
+  index (torch's ``topk`` leaves them unspecified).
 
 The first call in a process loads the compiled code from Numba's cache. The first use on
 a machine compiles it: about 4 s for the three float32 functions (2.8 of them for the
