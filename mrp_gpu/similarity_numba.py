@@ -21,8 +21,8 @@ instead of 59 (``topk`` and a sort of the edge keys).
   index (torch's ``topk`` leaves them unspecified).
 
 The first call in a process loads the compiled code from Numba's cache. The first use on
-a machine compiles it: about 4 s for the three float32 functions (2.8 of them for the
-parallel kNN search). :mod:`mrp_gpu.similarity` imports this module only on a CPU.
+a machine compiles it: about 4 s for the three float32 functions (2.9 of them for the
+kNN search and union). :mod:`mrp_gpu.similarity` imports this module only on a CPU.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _push(vals, idx, c, k, v, j):
 @njit(inline="always")
 def _chunk_max(row, j):
     m = row[j]
-    for q in range(1, CHUNK):  # a fixed trip count: LLVM turns this into vector max
+    for q in range(1, CHUNK):  # a fixed trip count: the loop unrolls
         m = max(m, row[j + q])
     return m
 
