@@ -30,11 +30,11 @@ import torch
 from mrp_gpu.bench import KNN_WORKLOAD, bench_rmcd, count_filters
 from mrp_gpu.community import has_numba, louvain, modularity, union_graph
 from mrp_gpu.config import MRPConfig
-from mrp_gpu.features import weight_features
-from mrp_gpu.groups import build_groups
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
-from mrp_gpu.similarity import build_graphs, kernels_module
+from mrp_gpu.redundancy.features import weight_features
+from mrp_gpu.redundancy.similarity import build_graphs, kernels_module
 from mrp_gpu.timing import sync
 
 PATHS = {

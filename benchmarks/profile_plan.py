@@ -22,7 +22,7 @@ import torch
 
 from mrp_gpu.api import plan
 from mrp_gpu.config import MRPConfig
-from mrp_gpu.groups import build_groups
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 

@@ -56,6 +56,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import study_rules  # noqa: F401  rules of older rows (mrp[replace=error], ...)
 import torch
 import torch.nn as nn
 
@@ -64,13 +65,13 @@ from mrp_gpu.api import plan as make_plan
 from mrp_gpu.config import PAPER, MRPConfig
 from mrp_gpu.criteria import group_scores
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader, num_classes
+from mrp_gpu.dependency.groups import build_groups, example_input
 from mrp_gpu.errors import MRPError
 from mrp_gpu.executor import slice_model
 from mrp_gpu.finetune import TrainConfig, evaluate, fit, recalibrate_bn
-from mrp_gpu.groups import build_groups, example_input
 from mrp_gpu.io import atomic_write_bytes, atomic_write_text
 from mrp_gpu.models import create_model, default_input_size, load_weights
-from mrp_gpu.planner import plan_from_orders
+from mrp_gpu.pruner import plan_from_orders
 
 PROTOCOLS = ("recal", "finetune", "scratch")
 METHODS = ("mrp", "mrp-paper", "l1", "fpgm", "random", "uniform", "tp-magnitude", "mrp-alloc+l1", "uniform+mrp")
@@ -81,12 +82,14 @@ BUDGETS = {
             "scratch_epochs": 160, "train_subset": 0, "train_epochs": 160, "lr": 0.01, "scratch_lr": 0.1},
 }
 SHIPPED = {"demo", "vgg_demo"}
+# MRPConfig fields that left the product, at the value every run without them had: older rows keep their labels
+RETIRED = {"bn_scale": False, "corrected_dim": True, "floor_communities": False}
 MRP_BASES = {"mrp", "mrp-paper", "uniform+mrp", "mrp-alloc+l1"}
 
 
 # ----------------------------------------------------------------------------- methods
-def parse_method(method: str, seed: int) -> tuple[str, MRPConfig]:
-    """``base[field=value;...]`` -> (base, MRPConfig with those fields)."""
+def _parse(method: str, seed: int) -> tuple[str, MRPConfig, dict]:
+    """``base[field=value;...]`` -> (base, its MRPConfig, the fields changed in brackets)."""
     base, _, rest = method.partition("[")
     if base not in METHODS:
         raise SystemExit(f"unknown method {base!r}; choose from {', '.join(METHODS)}")
@@ -99,25 +102,32 @@ def parse_method(method: str, seed: int) -> tuple[str, MRPConfig]:
         config = config.replace_with(allocation="srp")
     if base not in MRP_BASES:  # a baseline: data-free, no refit unless asked for
         config = config.replace_with(features="weight", refit=False)
-    if rest:
-        fields = {f.name: str(f.type) for f in dataclasses.fields(config)}
-        changes = {}
-        for item in rest.rstrip("]").split(";"):
-            key, _, value = item.partition("=")
-            if key not in fields:
-                raise SystemExit(f"{method}: unknown MRPConfig field {key!r}")
-            cur = getattr(config, key)
-            if value in ("None", "none"):
-                changes[key] = None
-            elif "bool" in fields[key]:
-                changes[key] = value in ("1", "true", "True")
-            elif isinstance(cur, str):
-                changes[key] = value
-            else:  # numbers: an integral value stays an int (counts), otherwise a float (fractions)
-                number = float(value)
-                changes[key] = int(number) if number.is_integer() else number
-        config = config.replace_with(**changes)
-    return base, config
+    fields = {f.name: str(f.type) for f in dataclasses.fields(config)} | {k: "bool" for k in RETIRED}
+    changes = {}
+    for item in filter(None, rest.rstrip("]").split(";")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"{method}: unknown MRPConfig field {key!r}")
+        cur = getattr(config, key, None)
+        if value in ("None", "none"):
+            changes[key] = None
+        elif "bool" in fields[key]:
+            changes[key] = value in ("1", "true", "True")
+        elif isinstance(cur, str):
+            changes[key] = value
+        else:  # numbers: an integral value stays an int (counts), otherwise a float (fractions)
+            number = float(value)
+            changes[key] = int(number) if number.is_integer() else number
+    return base, config, changes
+
+
+def parse_method(method: str, seed: int) -> tuple[str, MRPConfig]:
+    """``base[field=value;...]`` -> (base, MRPConfig with those fields)."""
+    base, config, changes = _parse(method, seed)
+    if set(changes) & set(RETIRED):
+        raise SystemExit(f"{method}: {', '.join(sorted(set(changes) & set(RETIRED)))} left MRPConfig; "
+                         "committed rows with it still summarise, new runs cannot be made")
+    return base, config.replace_with(**changes)
 
 
 def label(base: str, config: dict) -> str:
@@ -133,7 +143,13 @@ def label(base: str, config: dict) -> str:
             defaults["allocation"] = "srp"
     else:
         defaults = {"refit": False, "min_channels": 1, "calib_size": MRPConfig.calib_size}  # what a baseline reads
-    diff = {k: v for k, v in config.items() if k in defaults and k != "seed" and defaults[k] != v}
+    if base in MRP_BASES:
+        defaults |= RETIRED
+        if config.get("refit"):  # the refit replaces the merges: compensate changed nothing
+            defaults.pop("compensate", None)
+        elif base != "mrp-paper":  # compensate "auto": on without the refit
+            defaults["compensate"] = True
+    diff = {k: v for k, v in config.items() if k in defaults and k not in ("seed", "version") and defaults[k] != v}
     if not diff:
         return base
     show = {True: "1", False: "0"}
@@ -350,8 +366,14 @@ def missing(result: dict) -> list[str]:
 
 
 def _base_config(method: str) -> tuple[str, dict]:
-    base, config = parse_method(method, 0)
-    return base, config.resolved(has_data=True).to_dict()
+    """The resolved config a method names, as its rows record it. A method of committed rows only
+    (a retired field, an allocation or rule that left the product) gets its changes written
+    over the resolved base config."""
+    base, config, changes = _parse(method, 0)
+    try:
+        return base, config.replace_with(**changes).resolved(has_data=True).to_dict()
+    except (MRPError, TypeError):
+        return base, config.resolved(has_data=True).to_dict() | changes
 
 
 def fmt(row: dict | None) -> str:
@@ -388,7 +410,7 @@ def markdown(result: dict) -> str:
             lines += ["| method | " + " | ".join(f"-{t:.0%} MACs" for t in targets) + " |",
                       "|---|" + "---|" * len(targets)]
             methods = sorted({s["method"] for s in rows if s["method"] != "none"},
-                             key=lambda m: -max(cells[(m, t)]["acc_mean"] for t in targets if (m, t) in cells))
+                             key=lambda m: (-max(cells[(m, t)]["acc_mean"] for t in targets if (m, t) in cells), m))
             for m in methods:
                 name = f"**{m}**" if any(cells[(m, t)]["default"] for t in targets if (m, t) in cells) else m
                 lines.append(f"| {name} | " + " | ".join(fmt(cells.get((m, t))) for t in targets) + " |")

@@ -18,12 +18,12 @@ import networkx as nx
 import numpy as np
 import torch
 
+from mrp_gpu.dependency.groups import ChannelGroups
 from mrp_gpu.executor import apply_masks
-from mrp_gpu.features import bn_scale, weight_features, weight_matrix
-from mrp_gpu.groups import ChannelGroups
 from mrp_gpu.plan import PruningPlan
-from mrp_gpu.planner import Budget, Target
-from mrp_gpu.similarity import thresholds
+from mrp_gpu.pruner import Budget, Target
+from mrp_gpu.redundancy.features import bn_scale, weight_features, weight_matrix
+from mrp_gpu.redundancy.similarity import thresholds
 
 
 def _partition(f: np.ndarray, alive: np.ndarray, tau: float, seed: int) -> dict[int, int]:
@@ -87,7 +87,7 @@ def naive_plan(model, groups: ChannelGroups, target_flops: float, *, seed: int =
 if __name__ == "__main__":
     import sys
 
-    from mrp_gpu.groups import build_groups
+    from mrp_gpu.dependency.groups import build_groups
     from mrp_gpu.models import create_model, default_input_size
 
     name = sys.argv[1] if len(sys.argv) > 1 else "demo"

@@ -39,20 +39,20 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import study_rules  # noqa: F401  the rules this study compares beside the product's
 import torch
 
 from mrp_gpu import analyze
-from mrp_gpu.config import REPLACE_RULES, MRPConfig
+from mrp_gpu.config import MRPConfig
 from mrp_gpu.criteria import channel_scores
 from mrp_gpu.data import calibration_batch, get_dataset
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.executor import apply_masks
 from mrp_gpu.finetune import recalibrate_bn
-from mrp_gpu.groups import build_groups
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 from mrp_gpu.plan import PruningPlan
-from mrp_gpu.planner import removal_order
-from mrp_gpu.redundancy import REBUILD_RULES
+from mrp_gpu.pruner import RULES, removal_order
 from mrp_gpu.refit import refit
 
 THRESHOLDS = "chance_degree=0.05,chance_degree=0.01,chance_degree=0.001,chance_degree=0.0001,tau=0.3,tau=0.5,tau=0.7"
@@ -110,7 +110,7 @@ class Evaluator:
         return 100 * (self.base_recal - self.accuracy(recalibrate_bn(masked, self.calibration)))
 
 
-DATA_FREE_RULES = [r for r in REPLACE_RULES if r != "auto" and r not in REBUILD_RULES]
+DATA_FREE_RULES = [name for name, rule in RULES.items() if not rule.needs_calibration]
 
 
 def default_criterion() -> str:

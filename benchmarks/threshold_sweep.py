@@ -10,7 +10,7 @@ from the quality study (``benchmarks/quality.py``, ``recal`` protocol): the rows
 the seeds run. Run the study first, e.g.::
 
     python benchmarks/quality.py --protocols recal --seeds 1 \\
-        --methods "mrp,mrp[chance_degree=0.001],mrp[allocation=log-r;tau=0.5],..."
+        --methods "mrp,mrp[chance_degree=0.001],mrp[allocation=srp;tau=0.5],..."
 
 then::
 
@@ -40,11 +40,11 @@ from ri_study import THRESHOLDS, redundancy_by_threshold
 
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.data import calibration_batch
-from mrp_gpu.groups import build_groups
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.io import atomic_write_bytes, atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
-ALLOCATIONS = ("uniform", "log-r", "srp")
+ALLOCATIONS = ("uniform", "log-r", "srp")  # log-r: committed rows only (the allocation left the product)
 SWEPT_RULE = "error-in-community"  # the in-layer rule the committed sweep ran with (the default of its day)
 
 

@@ -43,8 +43,8 @@ from mrp_gpu.api import plan
 from mrp_gpu.bench import KNN_WORKLOAD, bench_latency, bench_rmcd, latency_speedups
 from mrp_gpu.community import resolve_backend
 from mrp_gpu.config import MRPConfig
+from mrp_gpu.dependency.groups import build_groups, example_input
 from mrp_gpu.executor import slice_model
-from mrp_gpu.groups import build_groups, example_input
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 

@@ -32,7 +32,7 @@ from quality import find, fmt
 from mrp_gpu.api import analyze, plan
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.data import calibration_batch, fashion_mnist_available
-from mrp_gpu.groups import build_groups
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 

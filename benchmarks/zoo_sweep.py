@@ -33,8 +33,8 @@ import torch
 
 from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.errors import MRPError
-from mrp_gpu.groups import build_groups
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import ZOO_DIR, create_model, default_input_size, list_models
 

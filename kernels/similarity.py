@@ -122,7 +122,7 @@ def similarity_edges(rows: list[torch.Tensor], taus: list[float], k_max: int | N
 
     Returns ``edge_index`` [2, E] (both directions, sorted), ``edge_weight`` [E] and
     ``ptr`` [G + 1], on the rows' device, with the semantics of
-    :func:`mrp_gpu.similarity.build_graphs` (up to float ties at the threshold).
+    :func:`mrp_gpu.redundancy.similarity.build_graphs` (up to float ties at the threshold).
     """
     if not kernel_usable():
         raise ImportError("the similarity kernel needs numba + numba-cuda and a CUDA GPU "

@@ -16,15 +16,15 @@ from .community import cpu_backend, louvain_graph, modularity
 from .community.graph import symmetric_union
 from .config import METHODS, MRPConfig
 from .criteria import group_scores
+from .dependency.groups import ChannelGroups, build_groups, example_input
 from .errors import ModelError, MRPError, stage
 from .executor import apply_masks, slice_model
-from .features import GroupFeatures, compute_features
 from .finetune import resolve_device
-from .groups import ChannelGroups, build_groups, example_input
 from .plan import PruningPlan
-from .planner import Target, plan_global, plan_uniform
-from .redundancy import LayerRedundancy, RedundancyReport, layer_records
-from .similarity import build_graphs
+from .pruner import Target, plan_global, plan_mrp, plan_uniform
+from .redundancy.features import GroupFeatures, compute_features
+from .redundancy.records import LayerRedundancy, RedundancyReport, layer_records
+from .redundancy.similarity import build_graphs
 from .timing import Stopwatch
 
 __all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "execute", "apply_plan", "masked_vs_sliced",
@@ -59,7 +59,7 @@ def _redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None) -> tup
     sw = stopwatch or Stopwatch(feats.rows[0].device if len(feats) else "cpu")
     with sw.lap("similarity"):
         graph = build_graphs(feats, z=config.z, tau=config.tau, k_max=config.k_max,
-                             chance_degree=config.chance_degree, corrected_dim=config.corrected_dim,
+                             chance_degree=config.chance_degree,
                              engine=config.similarity)
     with sw.lap("louvain"):
         ug = symmetric_union(graph.edge_index, graph.edge_weight, graph.num_nodes, graph.ptr)
@@ -105,7 +105,7 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
         groups = groups or build_groups(model, input_size, device=_device_of(model))
     with sw.lap("features"):
         work = model if _device_of(model) == device or config.features == "weight" else copy.deepcopy(model).to(device)
-        feats = compute_features(work, groups, features=config.features, bn=config.bn_scale,
+        feats = compute_features(work, groups, features=config.features,
                                  calibration=calibration, pool=config.pool, device=device)
     records = redundancy_of(feats, config, sw)
     return RedundancyReport(records, config.to_dict(), {k: round(v, 6) for k, v in sw.laps.items()})
@@ -128,7 +128,7 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     method : {"mrp", "l1", "fpgm", "random", "uniform"}
     config : MRPConfig, optional
     groups : ChannelGroups, optional
-        Reuse a trace made earlier with :func:`mrp_gpu.groups.build_groups`.
+        Reuse a trace made earlier with :func:`mrp_gpu.dependency.groups.build_groups`.
     calibration : Tensor, optional
         Images for ``features="activation"``.
     stopwatch : Stopwatch, optional
@@ -146,8 +146,6 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     groups = groups or build_groups(model, input_size, device=_device_of(model))
     with stage("planning", model):
         if method == "mrp":
-            from .planner import plan_mrp
-
             # unresolved: plan_mrp makes the ``auto`` choices, some of which depend on the groups
             return plan_mrp(model, groups, target, asked, model_name=model_name, progress=progress,
                             calibration=calibration, stopwatch=stopwatch)

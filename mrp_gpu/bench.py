@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .config import MRPConfig
-from .groups import ChannelGroups, build_groups, example_input
+from .dependency.groups import ChannelGroups, build_groups, example_input
 from .timing import sync
 
 __all__ = ["KNN_WORKLOAD", "bench_rmcd", "bench_plan", "bench_latency", "latency_speedups", "count_filters"]

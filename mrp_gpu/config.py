@@ -1,8 +1,12 @@
-"""``MRPConfig``: every option of the method in one frozen, versioned dataclass.
+"""``MRPConfig``: what a user sets, in one frozen, versioned dataclass.
 
-Every output (plan.json, summary.json, analyze --json) records the resolved config
-that made it. Defaults are the ones the RI study in ``benchmarks/ri_study.py``
-supports; the README gives the figures.
+Three ways in: ``MRPConfig()`` with calibration images (data-driven: activation
+features, the ``rebuild`` rule, the ``loss`` allocation, the least-squares refit),
+``MRPConfig()`` without them (weight features, ``error-in-community``, uniform counts),
+and ``MRPConfig.paper()`` (MRP as published). Every ``"auto"`` is decided in one place,
+:meth:`MRPConfig.resolve`, and every output (plan.json, summary.json, report.md,
+``analyze --json``) records the resolved config. ``docs/method.md`` says why each
+default is what it is; the figures are on the generated results pages.
 """
 
 from __future__ import annotations
@@ -12,48 +16,42 @@ from dataclasses import dataclass
 
 from .errors import MRPError
 
-__all__ = ["MRPConfig", "CONFIG_VERSION", "TRACE_TIMEOUT", "METHODS", "FEATURES", "REPLACE_RULES", "ALLOCATIONS",
-           "PAPER"]
+__all__ = ["MRPConfig", "CONFIG_VERSION", "TRACE_TIMEOUT", "METHODS", "FEATURES", "ALLOCATIONS", "PAPER"]
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 TRACE_TIMEOUT = 300.0  # seconds: the dependency tracer has spent minutes on some graphs without an end
 FEATURES = ("auto", "weight", "activation")
-REPLACE_RULES = ("auto", "norm-in-community", "norm-in-redundant", "mean-sim", "nearest", "reconstruction",
-                 "reconstruction-norm", "error", "error-in-community", "rebuild", "rebuild-in-community")
-ALLOCATIONS = ("auto", "uniform", "loss", "srp", "log-r")
-METHODS = ("mrp", "l1", "fpgm", "random", "uniform")  # the planners of ``mrp_gpu.plan``
-# MRP as published (Gao et al. 2025): the SRP loop ranks layers by R alone, weight features,
-# and nothing carries a removed filter's signal on (compensation and refit are this package's).
-# The paper leaves "most replaceable" open; the member its community rebuilds best is the literal reading.
+ALLOCATIONS = ("auto", "uniform", "loss", "srp")
+METHODS = ("mrp", "l1", "fpgm", "random", "uniform")  # the planners of ``mrp_gpu.api.plan``
+# MRP as published (Gao et al. 2025): the SRP loop ranks layers by R alone, weight features, and
+# nothing carries a removed filter's signal on (merges and the refit are this package's). The paper
+# leaves "most replaceable" open; the member its community rebuilds best is the literal reading.
 PAPER = {"allocation": "srp", "cost_aware": False, "features": "weight", "compensate": False, "refit": False,
          "replace": "reconstruction"}
+# fields of version 1 that left the product, with the only value a version-1 config may hold for them
+_RETIRED = {"bn_scale": False, "corrected_dim": True, "floor_communities": False}
+
+
+def _auto_or_bool(name: str, value) -> None:
+    if value != "auto" and not isinstance(value, bool):
+        raise MRPError(f"{name} must be 'auto', True or False, got {value!r}")
 
 
 @dataclass(frozen=True)
 class MRPConfig:
-    """Options of RMCD (redundancy) and SRP (the pruning loop).
+    """Options of redundancy (RMCD) and of the pruning loop (SRP).
 
     Parameters
     ----------
     features : {"auto", "weight", "activation"}
-        Per-channel features: the producing filters (data-free) or the channel's
-        response to a calibration batch. ``auto`` (default): ``activation`` when
-        calibration images are given, ``weight`` otherwise (see :meth:`resolved`).
-    bn_scale : bool
-        Append each channel's BN scale to its weight feature. The scale is one large,
-        uncentred coordinate: with the default chance-corrected threshold it can carry
-        most of the energy, shrink ``d_g`` towards 1 and remove every edge
-        (``mrp-gpu analyze demo --bn-scale`` finds ``R = 1`` in every layer). Use it with
-        an absolute ``tau``.
+        Per-channel features: the producing filters (data-free) or the channel's response
+        to the calibration images. ``auto``: ``activation`` when images are given.
     z : float, optional
         Edge threshold in units of chance, ``tau_g = z / sqrt(d_g)``, the same for every
-        group. When None (default), each group gets the z at which a channel expects
+        group. None (default): each group gets the z at which a channel expects
         ``chance_degree`` neighbours by chance among its group's others.
     chance_degree : float
         Expected chance neighbours per channel that the default threshold allows.
-    corrected_dim : bool
-        ``d_g`` is the participation ratio of the features (their effective dimension
-        under the chance model) rather than their raw length.
     tau : float, optional
         An absolute cosine threshold for every group; overrides ``z``.
     k_max : int, optional
@@ -61,99 +59,52 @@ class MRPConfig:
     resolution : float
         Louvain's modularity resolution ``gamma``.
     similarity : {"torch", "kernel"}
-        How graphs are built: a matrix product per group, or the fused Numba CUDA
-        kernel over all groups at once (GPU; see ``mrp_gpu.kernels``).
+        Graphs from a matrix product per group, or from the fused Numba CUDA kernel over
+        all groups at once (GPU; ``mrp_gpu.kernels``).
     backend : str
-        Louvain engine: ``auto``, ``numba``, ``igraph``, ``leiden``, ``torch``, ``cugraph``,
-        ``networkx`` (``auto``: cuGraph or torch on a GPU, else numba, else igraph).
-        ``leiden`` (igraph's Leiden, modularity objective) starts every SRP refresh
-        from the partition before the removal (a warm start).
-    device : str
-        Where features and graphs live: ``auto``, ``cpu``, ``cuda``.
+        Louvain engine (``mrp_gpu.community.ENGINES``); ``auto``: cuGraph or torch on a
+        GPU, else numba, else igraph.
+    device : {"auto", "cpu", "cuda"}
+        Where features, graphs and the planner's matrices live.
     seed : int
         Seed of Louvain's node order and of every random choice.
     replace : str
-        Which channel goes next (``mrp_gpu.redundancy``). ``auto`` (default):
+        Which channel goes next: a rule of ``mrp_gpu.pruner.rules.RULES``. ``auto``:
         ``rebuild`` with calibration images, ``error-in-community`` without.
-        ``rebuild``: the channel whose removal its consumers feel least once refit by
-        least squares on every survivor, computed on their real inputs (every ``k x k``
-        patch, after the activation: Optimal Brain Surgeon with each consumer's exact
-        Hessian); ``rebuild-in-community``: the same among the largest community's
-        members. ``error-in-community``: the member of the largest community whose
-        loss the same refit leaves smallest, estimated from the group's pooled features
-        (the share of it the others cannot rebuild, times its BN ``gamma`` squared,
-        times the energy of the weights that read it); ``error``: that estimate over
-        every live channel. ``reconstruction`` (the member its community rebuilds
-        best), ``reconstruction-norm``, ``norm-in-community``, ``norm-in-redundant``,
-        ``mean-sim``, ``nearest``. In the quality study
-        (``benchmarks/results/quality_cpu.md``, ``recal``, 3 seeds, uniform counts and
-        the refit) ``rebuild`` keeps 92.37 / 90.89 / 92.64 / 92.27 % (demo and
-        vgg_demo at -50 / -70 % MACs) where ``error-in-community`` kept 92.05 / 88.73 /
-        92.42 / 91.77 and uniform counts + smallest L1 + the same refit 92.41 / 88.88 /
-        92.57 / 91.69; ``rebuild-in-community`` 92.46 / 90.58 / 92.67 / 92.05.
-    compensate : bool
-        Without ``refit``: fold each removed channel into its most similar remaining
-        community partner (the partner's consumer weights gain the removed channel's,
-        times the ratio of their BN ``gamma``). In the RI study
-        (``benchmarks/results/ri_study.md``, no BN recalibration), removing 30 % of one
-        layer of the demo by ``norm-in-community`` cost 12.7 points on average without
-        it and 4.2 with it; with BN statistics re-estimated (the quality study's
-        ``recal``, the SRP allocation on weight features, -50 % MACs) it hurts
-        instead: 23.3 % with it, 39.0 % without.
-    refit : bool or None
-        Before slicing, refit the weights of every layer that read pruned channels by
-        least squares on calibration images (:func:`mrp_gpu.refit.refit`), so the
-        survivors carry the removed channels' signal as well as a linear map can, and
-        re-estimate the BN statistics on them. Supersedes ``compensate``'s merges.
-        None (default): on when calibration images are given.
+    compensate : "auto" or bool
+        Fold each removed channel into its most similar community partner (its consumer
+        weights move to the partner's, scaled by the ratio of their BN ``gamma``).
+        ``auto``: on exactly when there is no refit, which replaces the merges.
+    refit : "auto" or bool
+        Refit the layers that read pruned channels by least squares on the calibration
+        images before slicing, then re-estimate the BN statistics (``mrp_gpu.refit``).
+        ``auto``: on when images are given.
     step : int or float
         Channels removed per SRP iteration: a count (>= 1), or a fraction (< 1) of the
-        chosen group's current width (at least one channel).
+        chosen group's current width.
     min_channels : int or float
         Channels every group keeps: a count (>= 1) or a fraction of its width (< 1).
     round_to : int
         Keep channel counts multiples of this (8 suits tensor cores); 1 = off.
     cost_aware : bool
-        ``allocation="srp"``: rank groups by ``R_g`` times the MACs one of its channels
-        costs (normalised), not ``R_g`` alone: in the 1-epoch fine-tuning study (the
-        demo at -50 % MACs, 3 seeds) 90.90 ± 0.24 % against 87.67 ± 1.04 %.
-    allocation : {"auto", "uniform", "loss", "srp", "log-r"}
-        How the cut is spread over groups. ``auto`` (default): ``loss`` with calibration
-        images, ``uniform`` without (and ``uniform`` for models whose groups feed grouped
-        convolutions, which the loop cannot cut evenly yet). ``loss``: the SRP loop, but
-        always the group whose next channel (by ``replace``, an ``error`` or ``rebuild``
-        rule) costs its consumers least per MAC it saves: "most redundant" read as
-        "cheapest to rebuild". ``uniform``: the same fraction everywhere. ``srp``: the
-        paper's loop, always the group with the highest ``R`` (``cost_aware``: times
-        the MACs a channel saves). ``log-r``: each group loses a fraction of its width
-        in proportion to ``log R_g`` of the unpruned model (``R_g = 1``: left whole),
-        scaled to meet the target. With ``uniform`` and ``log-r`` channels go in each
-        group's own removal order. In the quality study (3 seeds, with ``rebuild`` and
-        the refit) ``loss`` was ahead of ``uniform`` in 9 of the 12 cells of ``recal``,
-        ``finetune`` and ``scratch`` (by up to 0.40 points) and at most 0.10 behind in
-        the other three; SRP by ``R`` lost to uniform in every ``recal`` comparison
-        (``docs/method.md``, section 8).
-    floor_communities : bool
-        No group goes below the number of communities it had before pruning (one
-        survivor per community, the literal reading of "redundant").
+        ``allocation="srp"``: rank groups by ``R_g`` times the MACs one of their channels
+        costs (normalised), not by ``R_g`` alone.
+    allocation : {"auto", "uniform", "loss", "srp"}
+        How the cut is spread over groups (``mrp_gpu.pruner.allocation``). ``auto``:
+        ``loss`` with calibration images (``uniform`` for models whose groups feed
+        grouped convolutions, which the loop cannot cut evenly), ``uniform`` without.
     refresh_every : int
-        Weight features: groups whose filters lost input columns (a consumer of a
-        pruned group) get their graphs and communities recomputed every this many
-        iterations, and always just before they are chosen. 16 by default: on the
-        demo at -50 % MACs, 1, 4, 16 and never (only before being chosen) gave
-        per-layer kept counts within 4 channels of each other, and 16 plans 2.5x
-        faster than 1.
+        Weight features: groups whose filters lost input columns get their graphs
+        recomputed every this many iterations, and always just before they are chosen.
     calib_size : int
-        Images in the calibration batch (activation features).
+        Calibration images (activation features and the refit).
     pool : int
         Activation maps are average-pooled to ``pool x pool``.
     """
 
     features: str = "auto"
-    bn_scale: bool = False
     z: float | None = None
     chance_degree: float = 0.05
-    corrected_dim: bool = True
     tau: float | None = None
     k_max: int | None = None
     resolution: float = 1.0
@@ -162,27 +113,30 @@ class MRPConfig:
     device: str = "auto"
     seed: int = 0
     replace: str = "auto"
-    compensate: bool = True
-    refit: bool | None = None
+    compensate: bool | str = "auto"
+    refit: bool | str = "auto"
     step: float = 1
     min_channels: float = 1
     round_to: int = 1
     cost_aware: bool = True
     allocation: str = "auto"
-    floor_communities: bool = False
     refresh_every: int = 16
     calib_size: int = 256
     pool: int = 4
 
     def __post_init__(self):
+        from .pruner.rules import RULES
+
         if self.features not in FEATURES:
             raise MRPError(f"features must be one of {FEATURES}, got {self.features!r}")
         if self.similarity not in ("torch", "kernel"):
             raise MRPError(f"similarity must be 'torch' or 'kernel', got {self.similarity!r}")
-        if self.replace not in REPLACE_RULES:
-            raise MRPError(f"replace must be one of {REPLACE_RULES}, got {self.replace!r}")
+        if self.replace != "auto" and self.replace not in RULES:
+            raise MRPError(f"replace must be 'auto' or one of {tuple(RULES)}, got {self.replace!r}")
         if self.allocation not in ALLOCATIONS:
             raise MRPError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        _auto_or_bool("compensate", self.compensate)
+        _auto_or_bool("refit", self.refit)
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:
             raise MRPError(f"tau is a cosine threshold in [-1, 1], got {self.tau}")
         if self.z is not None and self.z <= 0:
@@ -193,28 +147,63 @@ class MRPConfig:
             raise MRPError(f"k_max must be >= 1, got {self.k_max}")
         if self.resolution <= 0:
             raise MRPError(f"resolution must be > 0, got {self.resolution}")
-        if not (self.step >= 1 or 0 < self.step < 1):
-            raise MRPError(f"step must be a count >= 1 or a fraction in (0, 1), got {self.step}")
+        for name in ("step", "min_channels"):
+            v = getattr(self, name)
+            if not (v >= 1 or 0 < v < 1):
+                raise MRPError(f"{name} must be a count >= 1 or a fraction in (0, 1), got {v}")
         for name in ("round_to", "refresh_every", "calib_size", "pool"):
             if getattr(self, name) < 1:
                 raise MRPError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.min_channels >= 1 or 0 < self.min_channels < 1):
-            raise MRPError(f"min_channels must be a count >= 1 or a fraction in (0, 1), got {self.min_channels}")
 
-    def resolved(self, has_data: bool) -> MRPConfig:
-        """The config with ``auto`` choices made: data-driven (activation features, refit)
-        when calibration images are given, data-free otherwise. Every output records the
-        resolved config."""
-        changes = {}
-        if self.features == "auto":
-            changes["features"] = "activation" if has_data else "weight"
-        if self.refit is None:
-            changes["refit"] = has_data
-        if self.replace == "auto":
-            changes["replace"] = "rebuild" if has_data else "error-in-community"
-        if self.allocation == "auto":
-            changes["allocation"] = "loss" if has_data else "uniform"
-        return self.replace_with(**changes) if changes else self
+    @classmethod
+    def paper(cls, **changes) -> MRPConfig:
+        """MRP as published (``PAPER``), with ``changes`` on top."""
+        return cls(**(PAPER | changes))
+
+    def resolve(self, has_data: bool, groups=None) -> tuple[MRPConfig, dict[str, str]]:
+        """Every ``auto`` decided from what is known: whether calibration images are given,
+        and (``groups``, a :class:`~mrp_gpu.dependency.groups.ChannelGroups`) the model's groups.
+
+        Returns the resolved config and, for each field it decided, why. Raises
+        :class:`MRPError` for a combination that cannot run (a rule that needs images
+        without them, the loss allocation with a rule that supplies no loss).
+        """
+        from .pruner.rules import RULES
+
+        why, changes = {}, {}
+
+        def decide(name: str, value, reason: str) -> None:
+            if getattr(self, name) == "auto" and name not in changes:
+                changes[name], why[name] = value, reason
+
+        data = "calibration images given" if has_data else "no calibration images"
+        decide("features", "activation" if has_data else "weight", data)
+        decide("replace", "rebuild" if has_data else "error-in-community", data)
+        decide("refit", has_data, data)
+        grouped = [g.id for g in groups if g.blocks > 1] if groups is not None else []
+        if has_data and grouped:
+            decide("allocation", "uniform", f"the loss allocation cannot cut the groups that feed grouped "
+                   f"convolutions evenly ({grouped[0]!r}{' ...' if len(grouped) > 1 else ''})")
+        decide("allocation", "loss" if has_data else "uniform", data)
+        config = dataclasses.replace(self, **changes)
+        if config.compensate == "auto":
+            config = dataclasses.replace(config, compensate=not config.refit)
+            why["compensate"] = "the refit replaces the merges" if config.refit else "no refit"
+        rule = RULES[config.replace]
+        if rule.needs_calibration and not has_data:
+            raise MRPError(f"replace={config.replace!r} needs calibration images (--data)")
+        if (config.features == "activation" or config.refit) and not has_data:
+            need = "features='activation'" if config.features == "activation" else "refit"
+            raise MRPError(f"{need} needs calibration images (--data)")
+        if config.allocation == "loss" and rule.loss is None:
+            losses = tuple(name for name, r in RULES.items() if r.loss is not None)
+            raise MRPError(f"allocation='loss' ranks groups by the loss of a replace rule among {losses}, "
+                           f"not {config.replace!r}")
+        return config, why
+
+    def resolved(self, has_data: bool, groups=None) -> MRPConfig:
+        """:meth:`resolve` without the reasons."""
+        return self.resolve(has_data, groups)[0]
 
     def replace_with(self, **changes) -> MRPConfig:
         return dataclasses.replace(self, **changes)
@@ -224,10 +213,17 @@ class MRPConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MRPConfig:
+        """A config from :meth:`to_dict` (version 2, or 1 with its retired fields at their defaults)."""
         d = dict(d)
         version = d.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
+        if version not in (1, CONFIG_VERSION):
             raise MRPError(f"config version {version} is not supported (expected {CONFIG_VERSION})")
+        if version == 1:
+            for name, only in _RETIRED.items():
+                if d.pop(name, only) != only:
+                    raise MRPError(f"config field {name!r} is no longer supported (only {only!r} is)")
+            if d.get("refit", "auto") is None:
+                d["refit"] = "auto"
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise MRPError(f"unknown config field(s): {', '.join(sorted(unknown))}")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .features import bn_scale, weight_matrix
-from .groups import ChannelGroup, ChannelGroups
+from .dependency.groups import ChannelGroup, ChannelGroups
+from .redundancy.features import bn_scale, weight_matrix
 
 __all__ = ["CRITERIA", "channel_scores", "group_scores"]
 

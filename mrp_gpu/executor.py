@@ -24,8 +24,8 @@ import torch.nn as nn
 from torch_pruning.ops import OPTYPE
 from torch_pruning.pruner.function import PrunerBox
 
+from .dependency.groups import ChannelGroups, LayerSlice, build_groups
 from .errors import PlanError, WeightsError, stage
-from .groups import ChannelGroups, LayerSlice, build_groups
 from .io import atomic_write_bytes, atomic_write_text
 from .plan import PruningPlan
 

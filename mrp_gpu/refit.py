@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .dependency.groups import ChannelGroups, build_groups
 from .executor import apply_masks
-from .features import input_rows, is_dense, row_count
-from .groups import ChannelGroups, build_groups
+from .linalg import gram
 from .plan import PruningPlan
-from .similarity import gram
+from .redundancy.features import input_rows, is_dense, row_count
 
 __all__ = ["refit", "RIDGE"]
 

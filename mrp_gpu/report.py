@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .io import atomic_write_bytes, atomic_write_text
 from .plan import PruningPlan
-from .redundancy import RedundancyReport
+from .redundancy.records import RedundancyReport
 
 __all__ = ["plot_redundancy", "plot_channels", "plot_trajectory", "plot_report", "write_report"]
 
@@ -123,8 +123,11 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
     if summary.get("latency_speedup"):
         lines.append("| inference speed-up (best memory format) | | | " + ", ".join(
             f"batch {k.split('@')[1]}: {v:.2f}x" for k, v in summary["latency_speedup"].items()) + " |")
+    stages = summary.get("stages", {})
+    planning = stages.get("plan", 0.0) + stages.get("features", 0.0)
     lines += ["", f"Masked and sliced outputs agree to {summary.get('max_abs_diff_masked_vs_sliced', 0):.2e} "
-              f"(max abs). Planning took {summary.get('seconds', 0):.2f} s over {len(plan.trajectory)} steps.", ""]
+              f"(max abs). Planning took {planning:.2f} s over {len(plan.trajectory)} steps"
+              + (f" (features {stages['features']:.2f} s)" if "features" in stages else "") + ".", ""]
     notes = list(plan.notes) + ([f"Weights: {summary['weights']}."] if summary.get("weights", "").startswith("random")
                                 else [])
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
@@ -134,16 +137,35 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
     lines += ["![channels kept](channels.png)", ""]
     if has_r:
         lines += ["![trajectory](trajectory.png)", ""]
-    r_cols = " R before | R after |" if before else ""
-    lines += ["## Layers", "", f"| group | channels | kept |{r_cols}", "|---|---|---|" + "---|---|" * bool(before)]
-    for g in ids:
-        k = plan.kept_count(g)
-        r = f" {before.get(g, float('nan')):.2f} | {after.get(g, float('nan')):.2f} |" if before else ""
-        lines.append(f"| `{g}` | {plan.sizes[g]} | {k} ({k / plan.sizes[g]:.0%}) |{r}")
-    cfg = {k: v for k, v in plan.config.items() if not k.startswith("redundancy_")}
-    lines += ["", "## Configuration", "", "```", *(f"{k}: {v}" for k, v in cfg.items()), "```", ""]
+    lines += _layer_table(plan, ids, before, after)
+    auto = plan.config.get("auto", {})
+    cfg = {k: v for k, v in plan.config.items() if not k.startswith("redundancy_") and k != "auto"}
+    lines += ["", "## Configuration", "", "```", *(f"{k}: {v}" + (f"  (auto: {auto[k]})" if k in auto else "")
+                                                 for k, v in cfg.items()), "```", ""]
     atomic_write_text(directory / "report.md", "\n".join(lines))
     return "report.md"
+
+
+def _layer_table(plan: PruningPlan, ids: list[str], before: dict, after: dict) -> list[str]:
+    """Per layer: width, kept, and what decided its count: ``R`` before and after (plans that
+    read communities) and, for the loss allocation, the score of its last removal (MACs saved
+    per unit of consumer loss: every layer was cut while its next removal scored highest)."""
+    last = {}
+    if plan.config.get("allocation") == "loss":
+        for t in plan.trajectory:
+            last[t["group"]] = t["score"]
+    head = "| group | channels | kept |" + (" R before | R after |" if before else "") + \
+        (" last removal: MACs saved per unit loss |" if last else "")
+    lines = ["## Layers", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for g in ids:
+        k = plan.kept_count(g)
+        row = f"| `{g}` | {plan.sizes[g]} | {k} ({k / plan.sizes[g]:.0%}) |"
+        if before:
+            row += f" {before.get(g, float('nan')):.2f} | {after.get(g, float('nan')):.2f} |"
+        if last:
+            row += f" {last[g]:.3g} |" if g in last else " (none removed) |"
+        lines.append(row)
+    return lines
 
 
 def plot_report(report: RedundancyReport, path) -> None:

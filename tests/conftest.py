@@ -46,9 +46,31 @@ def resnet20():
 
 @pytest.fixture(scope="session")
 def resnet20_groups(resnet20):
-    from mrp_gpu.groups import build_groups
+    from mrp_gpu.dependency.groups import build_groups
 
     return build_groups(resnet20, (3, 32, 32))
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The shipped, trained demo (ResNet-20 on Fashion-MNIST): random weights show no redundancy."""
+    from mrp_gpu.models import create_model
+
+    return create_model("demo")
+
+
+@pytest.fixture(scope="session")
+def demo_groups(demo):
+    from mrp_gpu.dependency.groups import build_groups
+
+    return build_groups(demo, (1, 28, 28))
+
+
+@pytest.fixture(scope="session")
+def calib():
+    from mrp_gpu.dependency.groups import example_input
+
+    return example_input((1, 28, 28), batch=16)
 
 
 @pytest.fixture

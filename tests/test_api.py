@@ -44,7 +44,7 @@ def test_structure_is_found_where_there_is_some(resnet20):
 
 def test_report_records_and_json(tmp_path, resnet20):
     report = mrp_gpu.analyze(resnet20, (3, 32, 32), MRPConfig(backend="torch"))
-    assert [r.group for r in report.layers] == mrp_gpu.groups.build_groups(resnet20, (3, 32, 32)).ids
+    assert [r.group for r in report.layers] == mrp_gpu.dependency.groups.build_groups(resnet20, (3, 32, 32)).ids
     assert set(report.timings) >= {"features", "similarity", "louvain", "redundancy"}
     report.save_json(tmp_path / "r.json")
     d = json.loads((tmp_path / "r.json").read_text())

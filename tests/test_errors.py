@@ -10,8 +10,8 @@ import torch_pruning as tp
 from mrp_gpu.api import execute, masked_vs_sliced
 from mrp_gpu.cli import main
 from mrp_gpu.config import MRPConfig
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.errors import ModelError, stage
-from mrp_gpu.groups import build_groups
 
 
 class Boom(nn.Module):
@@ -41,9 +41,9 @@ def _raise(*_a, **_k):
 # (stage named in the message, what to break)
 INJECTIONS = [
     ("dependency tracer cannot follow", "torch_pruning.DependencyGraph.build_dependency"),
-    ("grouping failed", "mrp_gpu.groups._dim"),
-    ("features failed", "mrp_gpu.features.weight_matrix"),
-    ("planning failed", "mrp_gpu.planner.allocate"),
+    ("grouping failed", "mrp_gpu.dependency.groups._dim"),
+    ("features failed", "mrp_gpu.redundancy.features.weight_matrix"),
+    ("planning failed", "mrp_gpu.pruner.allocation.uniform.allocate"),
     ("slicing failed", "mrp_gpu.executor._fold_merges"),
     ("saving failed", "mrp_gpu.executor.save_pruned"),
 ]

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch_pruning as tp
 
+from mrp_gpu.dependency.groups import build_groups, example_input
 from mrp_gpu.errors import PlanError, WeightsError
 from mrp_gpu.executor import apply_masks, check_plan, load_pruned, save_pruned, slice_model
-from mrp_gpu.groups import build_groups, example_input
 from mrp_gpu.models import create_model
 from mrp_gpu.plan import PruningPlan
 

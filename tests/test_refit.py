@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from mrp_gpu.api import masked_vs_sliced, plan
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.executor import slice_model
-from mrp_gpu.groups import build_groups
 from mrp_gpu.models import create_model
 from mrp_gpu.refit import refit
 

@@ -75,7 +75,7 @@ def symmetric_union(edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nod
                     ptr: torch.Tensor) -> UnionGraph:
     """A :class:`UnionGraph` from edges known to be symmetric, unique and within graphs.
 
-    What :func:`mrp_gpu.similarity.build_graphs` emits: each undirected edge is kept
+    What :func:`mrp_gpu.redundancy.similarity.build_graphs` emits: each undirected edge is kept
     once (``src < dst``) with no sorting or checking. (The SRP loop keeps its edges with
     ``src < dst`` already and builds its :class:`UnionGraph` directly.)
     """

@@ -40,9 +40,11 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..config import MRPConfig
-from ..features import weight_matrix
-from ..groups import ChannelGroups, build_groups
-from ..planner import _Redundancy
+from ..dependency.groups import ChannelGroups, build_groups
+from ..errors import MRPError
+from ..pruner import plan_mrp
+from ..pruner.state import PlannerState
+from ..redundancy.features import weight_matrix
 
 __all__ = ["MRPImportance", "mrp_pruning_ratio_dict", "srp_scores", "partition_scores"]
 
@@ -56,8 +58,6 @@ def _input_size(example_inputs) -> tuple[int, ...]:
 
 def srp_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig) -> dict[str, np.ndarray]:
     """Per group: the SRP step at which each channel goes (``srp`` mode of the module docstring)."""
-    from ..planner import plan_mrp
-
     p = plan_mrp(model, groups, None, config.replace_with(allocation="srp"))  # SRP's order, to the end
     out = {g.id: np.full(g.size, np.inf) for g in groups}
     for t in p.trajectory:
@@ -72,18 +72,21 @@ def srp_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig) -> di
 
 def partition_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig) -> dict[str, np.ndarray]:
     """Per group: ``1 / R`` when each channel goes on a fixed partition (``partition`` mode)."""
-    from ..features import compute_features
     from ..finetune import resolve_device
+    from ..redundancy.features import compute_features
 
     device = resolve_device(config.device)
-    feats = compute_features(model, groups, features=config.features, bn=config.bn_scale, device=device)
-    state = _Redundancy(model, groups, config, feats, device)
+    feats = compute_features(model, groups, features=config.features, device=device)
+    state = PlannerState(model, groups, config, feats, device)
+    if state.communities is None:
+        raise MRPError(f"mode='partition' needs communities; replace={config.replace!r} with "
+                       f"allocation={config.allocation!r} and no merges reads none")
     state.refresh(list(range(len(groups))))  # one batched Louvain call for every group
     out = {}
     for g, group in enumerate(groups):
-        labels, n = state.labels[g], group.size
+        labels, n = state.communities.labels[g], group.size
         communities = len(np.unique(labels))
-        order = state.pick(g, n - communities, config.replace)  # SRP inside the group, partition fixed
+        order = state.pick(g, n - communities)  # SRP inside the group, partition fixed
         score = np.empty(n)
         for k, (channel, _, _) in enumerate(order):
             score[channel] = communities / (n - k)  # 1 / R just before this channel goes

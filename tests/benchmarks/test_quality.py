@@ -28,8 +28,12 @@ def test_methods_split_outside_brackets_and_parse():
 def test_labels_follow_the_defaults_of_the_day():
     default = MRPConfig(seed=1).resolved(has_data=True).to_dict()
     assert label("mrp", default) == "mrp"
-    old = dict(default, allocation="srp", features="weight", refit=False)
-    assert label("mrp", old) == "mrp[allocation=srp;features=weight;refit=0]"
+    old = dict(default, allocation="srp", features="weight", refit=False, compensate=True)
+    assert label("mrp", old) == "mrp[allocation=srp;features=weight;refit=0]"  # compensate: auto without refit
+    assert label("mrp", dict(old, compensate=False)) == "mrp[allocation=srp;compensate=0;features=weight;refit=0]"
+    assert label("mrp", dict(default, compensate=True)) == "mrp"  # the refit replaced the merges: no difference
+    retired = dict(old, version=1, floor_communities=True, bn_scale=False)  # a row of a field that left
+    assert label("mrp", retired) == "mrp[allocation=srp;features=weight;floor_communities=1;refit=0]"
     assert label("l1", dict(default, refit=True)) == "l1[refit=1]"
     assert label("l1", dict(default, refit=False, chance_degree=9.0)) == "l1"  # MRP's options mean nothing to L1
     assert label("uniform", dict(default, refit=True, calib_size=512)) == "uniform[calib_size=512;refit=1]"
@@ -59,10 +63,10 @@ def test_summary_markdown_and_what_is_missing():
 def test_a_grid_keeps_the_labels_its_methods_had_when_requested():
     # "mrp" asked for when another rule was the default was run with that rule: its runs are
     # labelled by the difference now, and the grid's pinned label finds them
-    old = parse_method("mrp[replace=reconstruction]", 0)
+    old = parse_method("mrp[allocation=uniform;replace=reconstruction]", 0)
     run = dict(_run("mrp", 0, 0.9), config=old[1].resolved(has_data=True).to_dict())
     grid = {"models": ["demo"], "tags": ["recal 2000 images"], "targets": [0.5], "methods": ["mrp"], "seeds": 1}
     result = {"runs": [run], "grids": [grid]}
     assert missing(result) == ["demo, recal 2000 images, -50%, mrp: 0 of 1 seeds"]  # unpinned: today's meaning
-    grid["labels"] = {"mrp": "mrp[replace=reconstruction]"}
+    grid["labels"] = {"mrp": "mrp[allocation=uniform;replace=reconstruction]"}
     assert missing(result) == []

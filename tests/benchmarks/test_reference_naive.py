@@ -9,7 +9,7 @@ from reference_naive import naive_plan
 
 from mrp_gpu.api import plan
 from mrp_gpu.config import MRPConfig
-from mrp_gpu.groups import build_groups
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.models import create_model
 
 

@@ -24,7 +24,7 @@ def test_spearman_is_undefined_for_a_constant_side_and_exact_otherwise():
 def test_orders_for_every_criterion_are_permutations_of_the_group():
     from ri_study import default_criterion, orders_for
 
-    from mrp_gpu.groups import build_groups, example_input
+    from mrp_gpu.dependency.groups import build_groups, example_input
     from mrp_gpu.models import create_model
 
     model = create_model("demo")

@@ -5,7 +5,7 @@ import torch_pruning as tp
 
 from mrp_gpu.api import plan
 from mrp_gpu.config import MRPConfig
-from mrp_gpu.groups import build_groups
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.integrations.torch_pruning import MRPImportance, mrp_pruning_ratio_dict, srp_scores
 from mrp_gpu.models import create_model
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mrp_gpu.features import GroupFeatures, normalize_rows
-from mrp_gpu.similarity import (
+from mrp_gpu.redundancy.features import GroupFeatures, normalize_rows
+from mrp_gpu.redundancy.similarity import (
     build_graphs,
     kernels_module,
 )
