@@ -15,6 +15,9 @@
    regnet_y_16gf), default engine: a log-log plot of time against filters.
 5. Inference latency of resnet50 pruned to -50 % MACs, with and without
    ``round_to=8``, against the unpruned model (batch 1 and 64, best memory format).
+6. End to end, each its own process (start-up and imports included): ``mrp-gpu prune
+   resnet50 --target-flops 0.5`` against ``tp_prune.py`` (a user's Torch-Pruning
+   script: magnitude pruner to the same MACs, weights saved), alternated, medians.
 
 Writes ``OUT/throughput_cpu.json``, ``OUT/throughput_cpu.md`` and ``OUT/scaling_cpu.png``.
 
@@ -49,7 +52,7 @@ from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
 DEFAULT_PLAN = "mrp_gpu (defaults: uniform allocation, step=1)"
-DATA_PLAN = ("mrp_gpu (defaults with 64 calibration images: rebuild rule, loss allocation, activation features; "
+DATA_PLAN = ("mrp_gpu (defaults with 64 calibration images: rebuild rule, loss allocation, no graphs; "
              "random images)")
 TP_PLAN = "torch-pruning MetaPruner + GroupMagnitudeImportance (100 steps)"
 SCALING = ("resnet18", "resnet50", "resnet101", "resnet152", "wide_resnet101_2", "regnet_y_16gf")
@@ -133,6 +136,28 @@ def latency(target: float, repeat: int) -> dict:
     return {"rows": rows, "speedup": latency_speedups(rows, "unpruned")}
 
 
+def end_to_end(target: float, repeat: int) -> dict:
+    """Wall-clock seconds of the CLI and of the Torch-Pruning script, alternated, ``repeat`` each."""
+    import subprocess
+    import tempfile
+
+    here = Path(__file__).resolve().parent
+    runs = {"cli": [], "tp": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = {"cli": [str(Path(sys.executable).parent / "mrp-gpu"), "prune", "resnet50", "--target-flops",
+                            str(target), "--out", f"{tmp}/cli", "--force", "--quiet"],
+                    "tp": [sys.executable, str(here / "tp_prune.py"), "resnet50", str(target), f"{tmp}/tp"]}
+        for _ in range(repeat):
+            for name, command in commands.items():
+                t0 = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                runs[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"commands": {k: " ".join(Path(c).name if i == 0 else c for i, c in enumerate(v))
+                         for k, v in commands.items()},
+            "seconds": runs, "median": med, "ratio_cli_to_tp": med["cli"] / med["tp"]}
+
+
 def plot_scaling(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -191,6 +216,14 @@ def markdown(r: dict) -> str:
     lines += [f"| {m} | {b} | {v['ms']:.1f} | {v['images_per_s']:.1f} |" for (m, b), v in best.items()]
     lines += ["", "Speed-up against the unpruned model: " +
               ", ".join(f"{k} {v:.2f}x" for k, v in r["latency"]["speedup"].items()), ""]
+    if "end_to_end" in r:
+        e = r["end_to_end"]
+        lines += ["## End to end: the CLI against a user's Torch-Pruning script (each its own process)", "",
+                  "| command | seconds (median) | runs |", "|---|---|---|"]
+        lines += [f"| `{e['commands'][k]}` | {e['median'][k]:.2f} | {', '.join(f'{x:.2f}' for x in e['seconds'][k])} |"
+                  for k in ("cli", "tp")]
+        lines += ["", f"The CLI takes {e['ratio_cli_to_tp']:.2f}x the time of the Torch-Pruning script "
+                  "(start-up, imports, model, trace or dependency graph, pruning, check and saving included).", ""]
     return "\n".join(lines)
 
 
@@ -236,6 +269,8 @@ def main(argv=None) -> int:
     print(json.dumps(result["naive"]), flush=True)
     result["scaling"] = scaling(max(1, args.repeat // 2))
     result["latency"] = latency(args.target, repeat=args.repeat)
+    result["end_to_end"] = end_to_end(args.target, repeat=3)
+    print(f"end to end: CLI / Torch-Pruning script {result['end_to_end']['ratio_cli_to_tp']:.2f}", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,19 +99,20 @@ def plot_trajectory(path, plan: PruningPlan) -> None:
     _save(fig, Path(path))
 
 
-def write_report(directory, plan: PruningPlan, summary: dict) -> str:
-    """Write ``report.md`` and the three plots into ``directory``; return the report's name."""
+def write_report(directory, plan: PruningPlan, summary: dict, plots: bool = False) -> str:
+    """Write ``report.md`` into ``directory`` (and, with ``plots``, the plots it shows); return its name."""
     directory = Path(directory)
     ids = list(plan.sizes)
     before = plan.config.get("redundancy_before", {})
     after = plan.config.get("redundancy_after", {})
-    has_r = bool(plan.trajectory) and "R_before" in plan.trajectory[0]  # MRP's steps record R; baselines' do not
-    if before:
-        plot_redundancy(directory / "redundancy.png", ids, [before.get(g, 1.0) for g in ids],
-                        [after.get(g, 1.0) for g in ids])
-    plot_channels(directory / "channels.png", plan)
-    if has_r:
-        plot_trajectory(directory / "trajectory.png", plan)
+    has_r = bool(plan.trajectory) and "R_before" in plan.trajectory[0]  # plans that read R record it
+    if plots:
+        if before:
+            plot_redundancy(directory / "redundancy.png", ids, [before.get(g, 1.0) for g in ids],
+                            [after.get(g, 1.0) for g in ids])
+        plot_channels(directory / "channels.png", plan)
+        if has_r:
+            plot_trajectory(directory / "trajectory.png", plan)
     lines = [f"# Pruning report: {plan.model} (method {plan.method})", "",
              "| | before | after | change |", "|---|---|---|---|",
              f"| MACs | {plan.macs_before:,} | {plan.macs_after:,} | -{plan.macs_reduction:.2%} |",
@@ -131,12 +132,9 @@ def write_report(directory, plan: PruningPlan, summary: dict) -> str:
     notes = list(plan.notes) + ([f"Weights: {summary['weights']}."] if summary.get("weights", "").startswith("random")
                                 else [])
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
-    lines += ["## Plots", ""]
-    if before:
-        lines += ["![redundancy per layer](redundancy.png)", ""]
-    lines += ["![channels kept](channels.png)", ""]
-    if has_r:
-        lines += ["![trajectory](trajectory.png)", ""]
+    if plots:
+        lines += ["## Plots", "", *(["![redundancy per layer](redundancy.png)", ""] if before else []),
+                  "![channels kept](channels.png)", "", *(["![trajectory](trajectory.png)", ""] if has_r else [])]
     lines += _layer_table(plan, ids, before, after)
     auto = plan.config.get("auto", {})
     cfg = {k: v for k, v in plan.config.items() if not k.startswith("redundancy_") and k != "auto"}

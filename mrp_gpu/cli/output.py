@@ -64,7 +64,7 @@ def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
 
             summary["stages"] = _stages(sw)  # what the report says planning took
             with sw.lap("report"):
-                summary["report"] = write_report(tmp, plan, summary)
+                summary["report"] = write_report(tmp, plan, summary, plots=args.plots)
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         summary["stages"] = _stages(sw)
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1))

@@ -115,7 +115,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="pruned", help="output directory (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--no-report", dest="report", action="store_false", help="skip report.md and plots")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip report.md")
+    p.add_argument("--plots", action="store_true", help="add the report's plots (PNG: redundancy, channels kept, "
+                   "trajectory)")
     p.add_argument("--measure-latency", action="store_true", help="time the pruned model against the unpruned one")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (every 'auto' decided, and why) and exit")

@@ -102,7 +102,8 @@ def test_prune_torchvision_resnet50_and_reload(tmp_path):
 
 def test_every_method_writes_a_report(tmp_path):
     out = tmp_path / "l1"
-    assert main(["prune", "demo", "--method", "l1", "--target-flops", "0.3", "--out", str(out), "--quiet"]) == 0
+    assert main(["prune", "demo", "--method", "l1", "--target-flops", "0.3", "--out", str(out), "--quiet",
+                 "--plots"]) == 0
     report = (out / "report.md").read_text()
     assert "(method l1)" in report and "| MACs |" in report and "R before" not in report
     assert (out / "channels.png").stat().st_size > 500
@@ -110,11 +111,11 @@ def test_every_method_writes_a_report(tmp_path):
 
 def test_prune_mrp_demo_writes_a_report(tmp_path):
     out = tmp_path / "demo"
-    assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(out), "--quiet"]) == 0
+    assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(out), "--quiet", "--plots"]) == 0
     for f in ("report.md", "redundancy.png", "channels.png", "trajectory.png"):
         assert (out / f).stat().st_size > 500, f
     report = (out / "report.md").read_text()
-    assert "| MACs |" in report and "trajectory.png" in report
+    assert "| MACs |" in report and "trajectory.png" in report and "R before" in report
     plan = json.loads((out / "plan.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert plan["trajectory"] and 0.50 <= summary["macs_reduction"] <= 0.53
@@ -191,12 +192,35 @@ def test_with_data_mrp_is_data_driven(tmp_path):
     if not fashion_mnist_available():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     out = tmp_path / "d"
-    assert main(["prune", "demo", "--target-flops", "0.5", "--data", "fashion-mnist", "--out", str(out), "--quiet",
-                 "--no-report"]) == 0
+    assert main(["prune", "demo", "--target-flops", "0.5", "--data", "fashion-mnist", "--out", str(out),
+                 "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["features"] == "activation" and summary["config"]["refit"] is True
+    assert summary["config"]["auto"]["refit"] == "calibration images given"
     assert summary["max_abs_diff_masked_vs_sliced"] < 1e-3
     assert summary["accuracy_after_no_retraining"] > 0.85  # refit + BN statistics: most accuracy survives
+    report = (out / "report.md").read_text()
+    took = float(report.split("Planning took ")[1].split(" s")[0])
+    assert took == pytest.approx(summary["stages"]["plan"] + summary["stages"].get("features", 0), abs=0.011)
+    assert took > 0 and "R before" not in report  # the loss allocation reads no R: the report shows what it read
+    assert "MACs saved per unit loss" in report and "replace: rebuild  (auto: calibration images given)" in report
+
+
+def test_print_config_resolves_every_auto_and_does_no_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["prune", "demo", "--target-flops", "0.5", "--data", "fashion-mnist", "--print-config",
+                 "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    cfg = printed["config"]
+    assert (cfg["features"], cfg["replace"], cfg["allocation"], cfg["refit"], cfg["compensate"]) == \
+        ("activation", "rebuild", "loss", True, False)
+    assert printed["auto"]["compensate"] == "the refit replaces the merges" and not out.exists()
+    assert main(["prune", "demo", "--target-flops", "0.5", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert (cfg["features"], cfg["replace"], cfg["allocation"], cfg["refit"], cfg["compensate"]) == \
+        ("weight", "error-in-community", "uniform", False, True)
+    assert main(["prune", "demo", "--target-flops", "0.5", "--print-config", "--paper"]) == 0
+    assert json.loads(capsys.readouterr().out)["auto"] == {}  # the paper decides everything itself
 
 
 def test_models_marks_what_the_zoo_sweep_refused(capsys):
