@@ -153,8 +153,9 @@ def end_to_end(target: float, repeat: int) -> dict:
                 subprocess.run(command, check=True, capture_output=True)
                 runs[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in runs.items()}
-    return {"commands": {k: " ".join(Path(c).name if i == 0 else c for i, c in enumerate(v))
-                         for k, v in commands.items()},
+    shown = {"cli": f"mrp-gpu prune resnet50 --target-flops {target} --out OUT --force --quiet",
+             "tp": f"python benchmarks/tp_prune.py resnet50 {target} OUT"}
+    return {"commands": shown,
             "seconds": runs, "median": med, "ratio_cli_to_tp": med["cli"] / med["tp"]}
 
 

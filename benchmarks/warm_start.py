@@ -2,13 +2,12 @@
 
 Every refresh of the SRP loop recomputes a group's communities after it lost one
 channel. ``backend="leiden"`` starts igraph's Leiden from the partition before the
-removal; ``igraph`` (the CPU default until 2026-11-30) runs Louvain from scratch. On the trained shipped
+removal; ``igraph`` runs Louvain from scratch. On the trained shipped
 models (random weights have no communities to keep), for both allocations, this
 records in one run: plan time, the per-step ``R`` of the chosen group, the kept
 counts, and the modularity of the final partitions. The accuracy each plan keeps
-comes from the quality study (``quality.py --protocols recal``, methods ``mrp``,
-``mrp[allocation=srp]``, ``mrp[backend=leiden]`` and ``mrp[allocation=srp;backend=leiden]``:
-run while the default engine on the CPU was igraph's Louvain), read from ``OUT/quality_cpu.json``
+comes from the quality study (``quality.py --protocols recal``, the rows of the same rule and
+allocation, with and without ``backend=leiden``), read from ``OUT/quality_cpu.json``
 when the table is written; ``--replot`` rewrites the table from the JSON alone.
 
     python benchmarks/warm_start.py --out benchmarks/results
@@ -69,18 +68,20 @@ def one(name: str, allocation: str, target: float, calibration, repeat: int) -> 
 RECAL = "recal 2000 images"
 
 
-def recal_accuracy(quality: dict | None, row: dict, engine: str) -> str:
-    """The quality study's recal accuracy of this plan, mean ± std over seeds, or '-'."""
+def recal_accuracy(quality: dict | None, row: dict, engine: str, replace: str) -> str:
+    """The quality study's recal accuracy of this plan (the rule the study ran), mean ± std over seeds, or '-'."""
     if quality is None:
         return "-"
-    fields = [f"allocation={row['allocation']}"] + ["backend=leiden"] * (engine == "leiden")
+    fields = [f"allocation={row['allocation']}", f"replace={replace}"]
+    fields += ["backend=leiden"] * (engine == "leiden")
     return fmt(find(quality, row["model"], RECAL, row["target"], f"mrp[{';'.join(fields)}]"))
 
 
 def markdown(r: dict, quality: dict | None = None) -> str:
     lines = [f"# Warm-started communities in the SRP loop ({r['machine']})", "",
              f"{r['date']}; `{r['command']}`. Calibration: {r['calibration']}. Replace rule: {r['replace']} "
-             f"(the default). Recal accuracy: the quality study's `{RECAL}` rows (`quality_cpu.json`; '-': not run).",
+             f"(the default when it ran). Recal accuracy: the quality study's `{RECAL}` rows "
+             "(`quality_cpu.json`; '-': not run).",
              "",
              "| model | allocation | target | igraph s | leiden (warm) s | speed-up | steps igraph / leiden | "
              "kept: max / total abs diff | mean abs diff of R per step | modularity (mean) igraph / leiden | "
@@ -92,7 +93,8 @@ def markdown(r: dict, quality: dict | None = None) -> str:
                      f"{b['seconds']:.2f} | {row['speedup']:.2f}x | {a['steps']} / {b['steps']} | "
                      f"{row['kept_max_abs_diff']} / {row['kept_total_abs_diff']} | "
                      f"{row['R_step_mean_abs_diff']:.3f} | {a['modularity_mean']:.4f} / {b['modularity_mean']:.4f} | "
-                     f"{recal_accuracy(quality, row, 'igraph')} | {recal_accuracy(quality, row, 'leiden')} |")
+                     f"{recal_accuracy(quality, row, 'igraph', r['replace'])} | "
+                     f"{recal_accuracy(quality, row, 'leiden', r['replace'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 from .errors import MRPError
 
-__all__ = ["MRPConfig", "CONFIG_VERSION", "TRACE_TIMEOUT", "METHODS", "FEATURES", "ALLOCATIONS", "PAPER"]
+__all__ = ["MRPConfig", "CONFIG_VERSION", "METHODS", "FEATURES", "ALLOCATIONS", "PAPER"]
 
 CONFIG_VERSION = 2
-TRACE_TIMEOUT = 300.0  # seconds: the dependency tracer has spent minutes on some graphs without an end
 FEATURES = ("auto", "weight", "activation")
 ALLOCATIONS = ("auto", "uniform", "loss", "srp")
 METHODS = ("mrp", "l1", "fpgm", "random", "uniform")  # the planners of ``mrp_gpu.api.plan``

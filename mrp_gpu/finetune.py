@@ -142,6 +142,39 @@ def _write_log(out_dir: Path, history: list) -> None:
     atomic_write_text(out_dir / "log.csv", text.getvalue())
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig, steps: int):
+    """SGD with Nesterov momentum (no weight decay on biases and norms) and a cosine schedule over ``steps``."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    return optimizer, scheduler
+
+
+def _train_epoch(train_model: nn.Module, bar, optimizer, scheduler, device, cfg: TrainConfig) -> tuple[int, float, int]:
+    """One pass over the batches of ``bar``: images seen, summed loss, correct predictions."""
+    seen, loss_sum, correct = 0, 0.0, 0
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, cfg.amp):
+            out = train_model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return seen, loss_sum, correct
+
+
 def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | Path, *,
         resume: bool = False, device="auto", progress: bool = True) -> list[dict]:
     """Train ``model`` in place for ``cfg.epochs`` and return the per-epoch log.
@@ -173,14 +206,7 @@ def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | 
     if len(train_loader) == 0:
         raise MRPError(f"the training set ({len(train_set)} images per process) is smaller than one batch "
                        f"({cfg.batch_size}); lower --batch-size")
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    steps = cfg.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    optimizer, scheduler = _optimizer(model, cfg, cfg.epochs * len(train_loader))
 
     history: list[dict] = []
     start = 0
@@ -199,24 +225,9 @@ def fit(model: nn.Module, train_set, test_set, cfg: TrainConfig, out_dir: str | 
             sampler.set_epoch(epoch)
         train_model.train()
         t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0,
                    leave=False)
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, cfg.amp):
-                out = train_model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (out.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        seen, loss_sum, correct = _train_epoch(train_model, bar, optimizer, scheduler, device, cfg)
         test = evaluate(model, test_loader, device, amp=cfg.amp)
         history.append({"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 5),
                         "train_acc": round(correct / seen, 5), "test_loss": round(test["loss"], 5),

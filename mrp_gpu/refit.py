@@ -69,6 +69,41 @@ def _forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> l
     return list(dict.fromkeys(order))
 
 
+def _removed_inputs(plan: PruningPlan, groups: ChannelGroups) -> dict[str, list[np.ndarray]]:
+    """Per consumer module: the input positions the plan removes (one array per pruned group)."""
+    removed: dict[str, list[np.ndarray]] = {}
+    for gid in plan.kept:
+        gone = plan.removed(gid)
+        for s in groups[gid].consumers:
+            pos = s.idxs[np.isin(s.channel, gone)]
+            if len(pos):
+                removed.setdefault(s.module, []).append(pos)
+    return removed
+
+
+@torch.no_grad()
+def _refit_layer(model: nn.Module, masked: nn.Module, name: str, images: torch.Tensor, removed: list[np.ndarray],
+                 gen: torch.Generator, *, ridge: float, max_rows: int) -> None:
+    """Least squares of layer ``name`` of ``masked`` on its surviving inputs, towards the unpruned output."""
+    layer = masked.get_submodule(name)
+    device = images.device
+    full, kept = _input_of(model, name, images), _input_of(masked, name, images)
+    n = row_count(layer, full)
+    pick = torch.randperm(n, generator=gen)[:max_rows].to(device) if n > max_rows else None
+    x_full, x_kept = input_rows(layer, full, pick), input_rows(layer, kept, pick)
+    w0 = model.get_submodule(name).weight
+    target = x_full.double() @ w0.flatten(1).double().T  # the unpruned layer's output (bias aside)
+    per = int(np.prod(w0.shape[2:]))  # columns per input channel
+    gone = np.unique(np.concatenate(removed))
+    cols = np.flatnonzero(~np.isin(np.arange(w0.shape[1] * per) // per, gone))
+    x = x_kept[:, torch.as_tensor(cols, device=device)].double()
+    xx = gram(x.T)  # x^T x from its upper blocks
+    xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
+    w = torch.linalg.solve(xx, x.T @ target).T  # [out, kept columns]
+    flat = layer.weight.view(layer.weight.shape[0], -1)
+    flat[:, torch.as_tensor(cols, device=device)] = w.to(flat.dtype)
+
+
 @torch.no_grad()
 def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: ChannelGroups | None = None, *,
           ridge: float = RIDGE, max_rows: int = 32768, seed: int = 0) -> tuple[nn.Module, PruningPlan]:
@@ -120,34 +155,14 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     model.eval()
     device = next(model.parameters()).device
     images = images.to(device)
-    removed: dict[str, list[np.ndarray]] = {}
-    for gid in plan.kept:
-        gone = plan.removed(gid)
-        for s in groups[gid].consumers:
-            pos = s.idxs[np.isin(s.channel, gone)]
-            if len(pos):
-                removed.setdefault(s.module, []).append(pos)
+    removed = _removed_inputs(plan, groups)
     gen = torch.Generator().manual_seed(seed)
     try:
         for name in _forward_order(model, set(removed), images):
             layer = masked.get_submodule(name)
             if not is_dense(layer):
                 continue
-            full, kept = _input_of(model, name, images), _input_of(masked, name, images)
-            n = row_count(layer, full)
-            pick = torch.randperm(n, generator=gen)[:max_rows].to(device) if n > max_rows else None
-            x_full, x_kept = input_rows(layer, full, pick), input_rows(layer, kept, pick)
-            w0 = model.get_submodule(name).weight
-            target = x_full.double() @ w0.flatten(1).double().T  # the unpruned layer's output (bias aside)
-            per = int(np.prod(w0.shape[2:]))  # columns per input channel
-            gone = np.unique(np.concatenate(removed[name]))
-            cols = np.flatnonzero(~np.isin(np.arange(w0.shape[1] * per) // per, gone))
-            x = x_kept[:, torch.as_tensor(cols, device=device)].double()
-            xx = gram(x.T)  # x^T x from its upper blocks
-            xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
-            w = torch.linalg.solve(xx, x.T @ target).T  # [out, kept columns]
-            flat = layer.weight.view(layer.weight.shape[0], -1)
-            flat[:, torch.as_tensor(cols, device=device)] = w.to(flat.dtype)
+            _refit_layer(model, masked, name, images, removed[name], gen, ridge=ridge, max_rows=max_rows)
     finally:
         model.train(was)
     return masked, plan

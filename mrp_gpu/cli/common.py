@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import TRACE_TIMEOUT
+from ..dependency import TRACE_TIMEOUT
 
 __all__ = ["add_model_args", "add_trace_timeout", "model_from_args", "accuracy", "save_weights", "command_line",
            "latency_rows"]

@@ -4,3 +4,5 @@
 counts MACs and parameters as a function of the kept counts, and :mod:`.attention`
 handles the products inside attention blocks.
 """
+
+TRACE_TIMEOUT = 300.0  # seconds: the dependency tracer has spent minutes on some graphs without an end

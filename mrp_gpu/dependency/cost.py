@@ -144,112 +144,129 @@ def _terms(rows):
     return (np.array(i, np.int64), np.array(o, np.int64), np.array(a, np.float64), np.array(b, np.float64))
 
 
-def build_cost_model(DG, records: list[CallRecord], group_items: list, model: nn.Module) -> CostModel:
-    """Assemble the cost model from a trace and the groups' Torch-Pruning items."""
-    sizes = [len(items[0].idxs) for items in group_items]
-    node_of_fn = {node.grad_fn: node for node in DG.module2node.values() if node.grad_fn is not None}
-    two_dims = (OPTYPE.CONV, OPTYPE.LINEAR)
+class _Slots:
+    """Rows of the cost model: a (node, dim) pair, or a constant size, each with the share of
+    its positions every group holds."""
 
-    # slot key: (node, dim) -> row; each slot lists how many of its positions each group holds
-    slot_row: dict = {}
-    base: list[float] = []
-    mult: list[dict[int, float]] = []
+    def __init__(self, DG, group_items: list, sizes: list[int]):
+        two_dims = (OPTYPE.CONV, OPTYPE.LINEAR)
+        self.row: dict = {}
+        self.base: list[float] = []
+        self.mult: list[dict[int, float]] = []
+        self.membership: dict = {}  # (node, dim) -> {group: share of its positions}
+        for gi, items in enumerate(group_items):
+            for item in items:
+                node = item.dep.target
+                dim = "in" if (node.type in two_dims and DG.is_in_channel_pruning_fn(item.dep.handler)) else "out"
+                self.membership.setdefault((node, dim), {})[gi] = len(item.idxs) / sizes[gi]
 
-    def slot(key, size: float) -> int:
-        if key not in slot_row:
-            slot_row[key] = len(base)
-            base.append(float(size))
-            mult.append({})
-        return slot_row[key]
+    def _slot(self, key, size: float) -> int:
+        if key not in self.row:
+            self.row[key] = len(self.base)
+            self.base.append(float(size))
+            self.mult.append({})
+        return self.row[key]
 
-    membership: dict = {}
-    for gi, items in enumerate(group_items):
-        for item in items:
-            node = item.dep.target
-            dim = "in" if (node.type in two_dims and DG.is_in_channel_pruning_fn(item.dep.handler)) else "out"
-            membership.setdefault((node, dim), {})[gi] = len(item.idxs) / sizes[gi]
-
-    def node_slot(node, dim: str, size: int) -> int:
-        if node is None or (node, dim) not in membership:
-            return slot(("const", size), size)
-        row = slot((node, dim), size)
-        mult[row] = membership[(node, dim)]
+    def __call__(self, node, dim: str, size) -> int:
+        """The row of ``node``'s ``dim`` side (a constant row when no group prunes it)."""
+        if node is None or (node, dim) not in self.membership:
+            return self._slot(("const", size), size)
+        row = self._slot((node, dim), size)
+        self.mult[row] = self.membership[(node, dim)]
         return row
 
-    def channels(shape, last: bool) -> int:
-        if len(shape) < 2:
-            return shape[-1] if shape else 1
-        return shape[-1] if last else shape[1]
+    def matrix(self, groups: int) -> np.ndarray:
+        out = np.zeros((len(self.base), groups))
+        for row, shares in enumerate(self.mult):
+            for gi, v in shares.items():
+                out[row, gi] = v
+        return out
 
-    macs_rows, macs_const = [], 0.0
+
+def _channels(shape, last: bool) -> int:
+    if len(shape) < 2:
+        return shape[-1] if shape else 1
+    return shape[-1] if last else shape[1]
+
+
+def _macs_rows(DG, records: list[CallRecord], slots: _Slots) -> tuple[list, float]:
+    """One MACs term per traced call, and the MACs of the calls no group prunes through."""
+    node_of_fn = {node.grad_fn: node for node in DG.module2node.values() if node.grad_fn is not None}
+    rows, const = [], 0.0
     for r in records:
         m = r.module
         node = DG.module2node.get(m)
         out_numel, in_numel = (r.copies * float(np.prod(shape[1:])) for shape in (r.out_shape, r.in_shape))
-        c_out = channels(r.out_shape, r.channels_last)
-        c_in = channels(r.in_shape, r.channels_last)
+        c_out = _channels(r.out_shape, r.channels_last)
+        c_in = _channels(r.in_shape, r.channels_last)
         if r.kind == "conv" and node is not None:
             spatial = out_numel / c_out
             k = float(np.prod(m.kernel_size))
             bias = spatial if m.bias is not None else 0.0
-            o = node_slot(node, "out", c_out)
+            o = slots(node, "out", c_out)
             if node.type == OPTYPE.DEPTHWISE_CONV:
-                macs_rows.append((o, o, 0.0, k * spatial + bias))
+                rows.append((o, o, 0.0, k * spatial + bias))
             else:
-                i = node_slot(node, "in", c_in)
-                macs_rows.append((i, o, k * spatial / m.groups, bias))
+                rows.append((slots(node, "in", c_in), o, k * spatial / m.groups, bias))
         elif r.kind == "linear" and node is not None:
-            o = node_slot(node, "out", c_out)
-            i = node_slot(node, "in", c_in)
-            macs_rows.append((i, o, in_numel / c_in, 1.0 if m.bias is not None else 0.0))
+            o = slots(node, "out", c_out)
+            i = slots(node, "in", c_in)
+            rows.append((i, o, in_numel / c_in, 1.0 if m.bias is not None else 0.0))
         elif r.kind in ("bn", "ln"):
             affine = getattr(m, "affine", getattr(m, "elementwise_affine", False))
-            o = node_slot(node if node is not None else node_of_fn.get(r.out_grad_fn), "out", c_in)
-            macs_rows.append((o, o, 0.0, in_numel / c_in * (2 if affine else 1)))
+            o = slots(node if node is not None else node_of_fn.get(r.out_grad_fn), "out", c_in)
+            rows.append((o, o, 0.0, in_numel / c_in * (2 if affine else 1)))
         elif r.kind in ("relu", "upsample", "pool"):
             numel, c = (in_numel, c_in) if r.kind == "pool" else (out_numel, c_out)
-            o = node_slot(node_of_fn.get(r.out_grad_fn), "out", c)
-            macs_rows.append((o, o, 0.0, numel / c))
+            o = slots(node_of_fn.get(r.out_grad_fn), "out", c)
+            rows.append((o, o, 0.0, numel / c))
         else:  # attention, recurrent: counted as traced, never pruned through
-            macs_const += r.flops
+            const += r.flops
+    return rows, const
 
-    # parameters: each module once, however often it is called
-    params_rows = []
-    params_const = float(sum(p.numel() for p in model.parameters()))
+
+def _params_rows(DG, model: nn.Module, slots: _Slots) -> tuple[list, float]:
+    """One parameter term per prunable module (each once, however often it is called), and the rest."""
+    rows = []
+    const = float(sum(p.numel() for p in model.parameters()))
     for node in DG.module2node.values():
         m = node.module
         if node.type in (OPTYPE.CONV, OPTYPE.DEPTHWISE_CONV):
             k = float(np.prod(m.kernel_size))
             bias = 1.0 if m.bias is not None else 0.0
-            o = node_slot(node, "out", m.out_channels)
+            o = slots(node, "out", m.out_channels)
             if node.type == OPTYPE.DEPTHWISE_CONV:
-                params_rows.append((o, o, 0.0, k + bias))
+                rows.append((o, o, 0.0, k + bias))
             else:
-                params_rows.append((node_slot(node, "in", m.in_channels), o, k / m.groups, bias))
+                rows.append((slots(node, "in", m.in_channels), o, k / m.groups, bias))
         elif node.type == OPTYPE.LINEAR:
-            params_rows.append((node_slot(node, "in", m.in_features), node_slot(node, "out", m.out_features),
-                                1.0, 1.0 if m.bias is not None else 0.0))
+            rows.append((slots(node, "in", m.in_features), slots(node, "out", m.out_features),
+                         1.0, 1.0 if m.bias is not None else 0.0))
         elif node.type in (OPTYPE.BN, OPTYPE.GN, OPTYPE.IN, OPTYPE.LN, OPTYPE.PRELU):
             own = [p for p in m.parameters(recurse=False)]
-            if own and (node, "out") in membership:
-                c = float(own[0].shape[node.pruning_dim if node.type == OPTYPE.LN else 0])
-                o = node_slot(node, "out", c)
-                params_rows.append((o, o, 0.0, sum(p.numel() for p in own) / c))
-            else:
+            if not (own and (node, "out") in slots.membership):
                 continue
-        elif node.type == OPTYPE.PARAMETER and (node, "out") in membership:
+            c = float(own[0].shape[node.pruning_dim if node.type == OPTYPE.LN else 0])
+            o = slots(node, "out", c)
+            rows.append((o, o, 0.0, sum(p.numel() for p in own) / c))
+        elif node.type == OPTYPE.PARAMETER and (node, "out") in slots.membership:
             p = node.module
             c = float(p.shape[node.pruning_dim])
-            o = node_slot(node, "out", c)
-            params_rows.append((o, o, 0.0, p.numel() / c))
-            params_const -= p.numel()
+            o = slots(node, "out", c)
+            rows.append((o, o, 0.0, p.numel() / c))
+            const -= p.numel()
             continue
         else:
             continue
-        params_const -= sum(p.numel() for p in m.parameters(recurse=False))
+        const -= sum(p.numel() for p in m.parameters(recurse=False))
+    return rows, const
 
-    slot_mult = np.zeros((len(base), len(sizes)))
-    for row, groups in enumerate(mult):
-        for gi, v in groups.items():
-            slot_mult[row, gi] = v
-    return CostModel(sizes, base, slot_mult, _terms(macs_rows), _terms(params_rows), macs_const, params_const)
+
+def build_cost_model(DG, records: list[CallRecord], group_items: list, model: nn.Module) -> CostModel:
+    """Assemble the cost model from a trace and the groups' Torch-Pruning items."""
+    sizes = [len(items[0].idxs) for items in group_items]
+    slots = _Slots(DG, group_items, sizes)
+    macs_rows, macs_const = _macs_rows(DG, records, slots)
+    params_rows, params_const = _params_rows(DG, model, slots)
+    return CostModel(sizes, slots.base, slots.matrix(len(sizes)), _terms(macs_rows), _terms(params_rows),
+                     macs_const, params_const)

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning.ops import OPTYPE
 
-from ..config import TRACE_TIMEOUT
 from ..errors import ModelError, stage
+from . import TRACE_TIMEOUT
 from .attention import ActivationProducts, inside
 from .cost import CallRecord, CostModel, build_cost_model, record_calls
 

@@ -16,11 +16,15 @@ def _run(method, acc, seed=0):
 
 
 def test_recal_accuracy_per_engine_and_allocation():
-    quality = {"runs": [_run("mrp[allocation=srp]", 0.86), _run("mrp[allocation=srp;backend=leiden]", 0.87),
-                        _run("mrp[allocation=srp;backend=leiden]", 0.89, seed=1)]}
+    rule = "error-in-community"  # the rule the study ran with, not today's default
+    quality = {"runs": [_run(f"mrp[allocation=srp;replace={rule}]", 0.86),
+                        _run(f"mrp[allocation=srp;replace={rule};backend=leiden]", 0.87),
+                        _run(f"mrp[allocation=srp;replace={rule};backend=leiden]", 0.89, seed=1),
+                        _run("mrp[allocation=srp;replace=reconstruction]", 0.10)]}
     quality["summary"] = summarize(quality)
     row = {"model": "demo", "allocation": "srp", "target": 0.5}
-    assert recal_accuracy(quality, row, "igraph") == "86.00 (n=1)"
-    assert recal_accuracy(quality, row, "leiden") == "88.00 ± 1.41 (n=2)"
-    assert recal_accuracy(quality, dict(row, allocation="uniform"), "leiden") == "-"
-    assert recal_accuracy(None, row, "igraph") == "-"
+    assert recal_accuracy(quality, row, "igraph", rule) == "86.00 (n=1)"
+    assert recal_accuracy(quality, row, "leiden", rule) == "88.00 ± 1.41 (n=2)"
+    assert recal_accuracy(quality, row, "igraph", "reconstruction") == "10.00 (n=1)"
+    assert recal_accuracy(quality, dict(row, allocation="uniform"), "leiden", rule) == "-"
+    assert recal_accuracy(None, row, "igraph", rule) == "-"

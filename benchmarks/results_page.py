@@ -1,0 +1,160 @@
+"""The results index (``benchmarks/results/README.md``) and the README's two headline tables.
+
+Everything here is read from the committed JSON of the studies; nothing is typed in by
+hand, so a figure lives in one place. ``tests/benchmarks/test_results_pages.py``
+regenerates every page and fails on any difference.
+
+    python benchmarks/results_page.py    # rewrite benchmarks/results/README.md and the README's tables
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import summarize
+
+from mrp_gpu.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RECAL = "recal 2000 images"
+CELLS = [("demo", 0.5), ("demo", 0.7), ("vgg_demo", 0.5), ("vgg_demo", 0.7)]
+QUALITY_ROWS = [
+    ("none", "unpruned (same protocol)"),
+    ("mrp", "**mrp**, with data (defaults: `rebuild`, `allocation=loss`, refit)"),
+    ("uniform[refit=1]", "uniform counts, smallest-L1 inside, the same refit (best baseline)"),
+    ("l1[refit=1]", "smallest-L1 (global), the same refit"),
+    ("fpgm[refit=1]", "FPGM (global), the same refit"),
+    ("tp-magnitude", "Torch-Pruning `GroupMagnitudeImportance` (global)"),
+    ("l1", "smallest-L1 (global), as usually run"),
+    ("mrp[allocation=uniform;features=weight;refit=0;replace=error-in-community]", "mrp without data (defaults)"),
+    ("mrp-paper", "mrp `--paper` (the published reading)"),
+]
+PAGES = [
+    ("quality_cpu.md", "pruning quality: every method, protocol (`recal`, `finetune`, `scratch`), seed and command"),
+    ("throughput_cpu.md", "CPU throughput: RMCD, full plans, per-step, scaling, latency, the CLI end to end"),
+    ("ri_study.md", "which channel of a community goes (30 % of one layer at a time); "
+                    "[at 70 %](ri_study_70/ri_study.md)"),
+    ("threshold_sweep.md", "the edge threshold: per-layer R and the accuracy it leads to"),
+    ("louvain_quality.md", "Louvain engines: modularity and time against igraph"),
+    ("warm_start.md", "warm-started communities in the SRP loop"),
+    ("zoo.md", "torchvision zoo sweep: pruned, partly pruned, refused, and why"),
+    ("zoo_timm.md", "timm zoo sweep"),
+    ("gpu_check_cpu/gpu_check.md", "the GPU check as it runs on a CPU (CUDA parts skipped; no GPU figure yet)"),
+]
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    spread = f" ± {row['acc_std']:.2f}" if row.get("acc_std") is not None and row["n"] > 1 else ""
+    return f"{row['acc_mean']:.2f}{spread}"
+
+
+def quality_table(quality: dict) -> str:
+    """Accuracy after pruning without retraining (BN statistics re-estimated), the headline cells."""
+    rows = {(s["model"], s["target"], s["method"]): s for s in summarize(quality) if s["protocol"] == RECAL}
+    none = {m: s for (m, t, name), s in rows.items() if name == "none"}
+    lines = ["| method | " + " | ".join(f"{m} -{t:.0%} MACs" for m, t in CELLS) + " |",
+             "|---|" + "---|" * len(CELLS)]
+    for method, text in QUALITY_ROWS:
+        cells = [_cell(none.get(m) if method == "none" else rows.get((m, t, method))) for m, t in CELLS]
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    seeds = max(s["n"] for s in rows.values())
+    lines += ["", f"Fashion-MNIST test accuracy (%), `{RECAL}`: no retraining, BN statistics re-estimated on "
+              f"2,000 training images; mean ± std over up to {seeds} seeds (no ±: one run). "
+              f"{quality['machine']}, {quality['date']}. Every row, protocol and command: "
+              "[quality_cpu.md](benchmarks/results/quality_cpu.md)."]
+    return "\n".join(lines)
+
+
+def performance_table(tp: dict) -> str:
+    """The CPU figures a user feels: the CLI end to end, the plans, RMCD, the SRP step, inference."""
+    plans = tp["plans"]
+    default, data = (next(v for k, v in plans.items() if k.startswith(p)) for p in
+                     ("mrp_gpu (defaults:", "mrp_gpu (defaults with"))
+    magnitude = next(v for k, v in plans.items() if k.startswith("torch-pruning"))
+    knn = tp["rmcd"]["resnet50|knn16|numba"]
+    naive = tp["naive"]["resnet56"]
+    speed = tp["latency"]["speedup"]
+    rows = []
+    if "end_to_end" in tp:
+        e = tp["end_to_end"]
+        rows.append(("`mrp-gpu prune resnet50 --target-flops 0.5`, end to end (start-up included)",
+                     f"{e['median']['cli']:.1f} s", f"{e['median']['tp']:.1f} s ({e['ratio_cli_to_tp']:.2f}x)"))
+    rows += [("MRP plan of resnet50 to -50 % MACs, without data (trace included)", f"{default['seconds']:.2f} s",
+              f"{magnitude['seconds']:.2f} s ({tp['plan_ratio_default_to_tp']:.2f}x)"),
+             ("the same with data (64 calibration images: `rebuild`, `allocation=loss`)",
+              f"{data['seconds']:.1f} s", ""),
+             ("RMCD of resnet50 (26,560 filters, kNN k=16 graphs, `numba` Louvain)",
+              f"{knn['rmcd'] * 1e3:.0f} ms", ""),
+             ("one SRP step of resnet56, against a naive reference", f"{naive['mrp_gpu_step_ms_mean']:.2f} ms",
+              f"{naive['naive_step_ms_median']:.1f} ms ({naive['per_step_speedup']:.0f}x faster)"),
+             ("resnet50 at -50 % MACs: inference speed-up, batch 64 / 1",
+              f"{speed['mrp@64']:.2f}x / {speed['mrp@1']:.2f}x", "")]
+    lines = ["| what | mrp_gpu | Torch-Pruning, same run |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", f"{tp['machine']}, {tp['date']}, random weights; Torch-Pruning: `MetaPruner` + "
+              "`GroupMagnitudeImportance` to the same MACs (end to end: `benchmarks/tp_prune.py`). "
+              "Every figure and command: [throughput_cpu.md](benchmarks/results/throughput_cpu.md)."]
+    return "\n".join(lines)
+
+
+def zoo_line(zoo: dict) -> str:
+    counts = {}
+    for r in zoo["models"]:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pruned", "partly pruned", "refused", "error"))
+
+
+def index_page() -> str:
+    quality, tp = _load("quality_cpu.json"), _load("throughput_cpu.json")
+    relink = {"](benchmarks/results/": "]("}  # the tables link from the repository root; this page sits beside them
+
+    def local(text: str) -> str:
+        for a, b in relink.items():
+            text = text.replace(a, b)
+        return text
+
+    lines = ["# Results", "", "Generated by `python benchmarks/results_page.py` from the committed JSON beside "
+             "this page; each study's own page is written by the script that ran it, and gives its command.", "",
+             "| page | what |", "|---|---|"]
+    lines += [f"| [{p}]({p}) | {what} |" for p, what in PAGES]
+    lines += ["", "## Quality", "", local(quality_table(quality)), "", "## Performance (CPU)", "",
+              local(performance_table(tp)), "", "## Model zoo", "",
+              f"- torchvision ({len(_load('zoo.json')['models'])} classifiers): {zoo_line(_load('zoo.json'))}.",
+              f"- timm ({len(_load('zoo_timm.json')['models'])} architectures): {zoo_line(_load('zoo_timm.json'))}.",
+              ""]
+    return "\n".join(lines)
+
+
+def readme_with_tables(readme: str) -> str:
+    """``readme`` with the blocks between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` regenerated."""
+    tables = {"quality": quality_table(_load("quality_cpu.json")),
+              "performance": performance_table(_load("throughput_cpu.json"))}
+    for name, table in tables.items():
+        pattern = re.compile(rf"(<!-- results:{name} -->\n)(?:.*?\n)?(<!-- /results:{name} -->)", re.S)
+        if not pattern.search(readme):
+            raise SystemExit(f"README.md has no <!-- results:{name} --> block")
+        readme = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), readme)
+    return readme
+
+
+def main() -> int:
+    atomic_write_text(RESULTS / "README.md", index_page())
+    readme = ROOT / "README.md"
+    atomic_write_text(readme, readme_with_tables(readme.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

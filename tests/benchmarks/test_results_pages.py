@@ -1,0 +1,54 @@
+"""Every committed results page is what its script writes from the committed JSON beside it."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import louvain_quality  # noqa: E402
+import quality  # noqa: E402
+import results_page  # noqa: E402
+import ri_study  # noqa: E402
+import threshold_sweep  # noqa: E402
+import throughput  # noqa: E402
+import warm_start  # noqa: E402
+import zoo_sweep  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = [  # (page, JSON, how the script renders it)
+    ("quality_cpu.md", "quality_cpu.json", quality.markdown),
+    ("throughput_cpu.md", "throughput_cpu.json", throughput.markdown),
+    ("louvain_quality.md", "louvain_quality.json", louvain_quality.markdown),
+    ("ri_study.md", "ri_study.json", ri_study.markdown),
+    ("ri_study_70/ri_study.md", "ri_study_70/ri_study.json", ri_study.markdown),
+    ("threshold_sweep.md", "threshold_sweep.json", threshold_sweep.markdown),
+    ("zoo.md", "zoo.json", zoo_sweep.markdown),
+    ("zoo_timm.md", "zoo_timm.json", zoo_sweep.markdown),
+    ("warm_start.md", "warm_start.json", lambda r: warm_start.markdown(r, warm_start.read_quality(RESULTS))),
+]
+
+
+@pytest.mark.parametrize("page,source,render", PAGES, ids=[p for p, _, _ in PAGES])
+def test_a_study_page_is_its_json_rendered(page, source, render):
+    expected = render(json.loads((RESULTS / source).read_text()))
+    assert (RESULTS / page).read_text().rstrip("\n") == expected.rstrip("\n"), \
+        f"{page} differs from what its script writes from {source}: rerun the script (or its --replot)"
+
+
+def test_the_results_index_and_the_readme_tables_are_generated():
+    assert (RESULTS / "README.md").read_text() == results_page.index_page()
+    readme = (ROOT / "README.md").read_text()
+    assert readme == results_page.readme_with_tables(readme), "run python benchmarks/results_page.py"
+    assert "| **mrp**, with data" in readme and "end to end" in readme
+
+
+def test_the_headline_quality_row_is_the_summary_of_the_default_runs():
+    rows = quality.summarize(json.loads((RESULTS / "quality_cpu.json").read_text()))
+    default = next(r for r in rows if r["method"] == "mrp" and r["protocol"] == results_page.RECAL
+                   and (r["model"], r["target"]) == ("demo", 0.5))
+    assert default["default"] and f"| {default['acc_mean']:.2f} ± {default['acc_std']:.2f} |" in \
+        results_page.quality_table(json.loads((RESULTS / "quality_cpu.json").read_text()))
