@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import gpu_bench  # noqa: E402
 import louvain_quality  # noqa: E402
 import quality  # noqa: E402
 import results_page  # noqa: E402
@@ -28,6 +29,7 @@ PAGES = [  # (page, JSON, how the script renders it)
     ("threshold_sweep.md", "threshold_sweep.json", threshold_sweep.markdown),
     ("zoo.md", "zoo.json", zoo_sweep.markdown),
     ("zoo_timm.md", "zoo_timm.json", zoo_sweep.markdown),
+    ("gpu_check_cpu/gpu_check.md", "gpu_check_cpu/gpu_check.json", gpu_bench.markdown),
     ("warm_start.md", "warm_start.json", lambda r: warm_start.markdown(r, warm_start.read_quality(RESULTS))),
 ]
 
