@@ -12,10 +12,10 @@ import pytest
 
 from mrp_gpu.errors import MRPError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from zoo_sweep import check_model
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "zoo.json"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "zoo.json"
 FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet",
         "convnext_tiny", "regnet_x_400mf"]
 
