@@ -141,7 +141,6 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     if method not in METHODS:
         raise MRPError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     asked = config or MRPConfig()
-    config = asked.resolved(calibration is not None)
     target = Target(target_flops, target_params)
     groups = groups or build_groups(model, input_size, device=_device_of(model))
     with stage("planning", model):
@@ -149,6 +148,9 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
             # unresolved: plan_mrp makes the ``auto`` choices, some of which depend on the groups
             return plan_mrp(model, groups, target, asked, model_name=model_name, progress=progress,
                             calibration=calibration, stopwatch=stopwatch)
+        # a baseline reads only these: MRP's other options (and their combinations) do not concern it
+        config = MRPConfig(min_channels=asked.min_channels, seed=asked.seed, refit=asked.refit,
+                           calib_size=asked.calib_size).resolved(calibration is not None)
         cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
                "calib_size": config.calib_size}
         if method == "uniform":

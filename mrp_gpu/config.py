@@ -183,6 +183,9 @@ class MRPConfig:
         if has_data and grouped:
             decide("allocation", "uniform", f"the loss allocation cannot cut the groups that feed grouped "
                    f"convolutions evenly ({grouped[0]!r}{' ...' if len(grouped) > 1 else ''})")
+        rule = RULES[changes.get("replace", self.replace)]
+        if has_data and rule.loss is None:
+            decide("allocation", "uniform", f"replace={rule.name!r} supplies no loss for the loss allocation")
         decide("allocation", "loss" if has_data else "uniform", data)
         config = dataclasses.replace(self, **changes)
         if config.compensate == "auto":

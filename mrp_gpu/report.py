@@ -1,8 +1,9 @@
 """``report.md`` and its plots: what MRP found and what it removed.
 
-Plots (PNG, matplotlib's Agg backend, no display needed):
+Plots, on request (``prune --plots``: matplotlib costs about a second; PNG, Agg backend,
+no display needed):
 
-* ``redundancy.png``: redundancy ``R`` per layer before and after pruning;
+* ``redundancy.png``: redundancy ``R`` per layer before and after pruning (plans that read ``R``);
 * ``channels.png``: channels kept per layer against the original widths;
 * ``trajectory.png``: ``R`` of the group pruned at each step (with ``cost_aware`` or
   a ``uniform`` allocation not necessarily the most redundant one), ``R`` of the most

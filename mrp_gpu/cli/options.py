@@ -17,7 +17,9 @@ __all__ = ["add_config_args", "config_from_args"]
 
 def _count_or_fraction(text: str) -> float:
     v = float(text)
-    return int(v) if v >= 1 and v.is_integer() else v
+    if v >= 1 and not v.is_integer():
+        raise argparse.ArgumentTypeError(f"a count (a whole number >= 1) or a fraction in (0, 1), got {text}")
+    return int(v) if v >= 1 else v
 
 
 # field -> (group, help); the type, choices and default come from the field
@@ -60,7 +62,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(MRPConfig):
         group, help_text = _HELP[f.name]
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool) or f.default == "auto" and f.name in ("refit", "compensate"):
+        if isinstance(f.default, bool) or f.name in ("refit", "compensate"):
             groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         elif f.name in ("step", "min_channels"):
             groups[group].add_argument(flag, type=_count_or_fraction, default=f.default, help=help_text)

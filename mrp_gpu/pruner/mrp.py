@@ -80,7 +80,8 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     if state.communities is not None:  # one batched Louvain call: every group's R before pruning
         state.refresh(list(range(len(groups))))
         R0 = state.R.copy()
-    notes = [f"allocation is 'uniform': {why['allocation']}"] if grouped and "allocation" in why else []
+    notes = ([f"allocation is 'uniform': {why['allocation']}"]
+             if grouped and calibration is not None and "allocation" in why else [])
     if config.allocation == "uniform":
         budget, trajectory, merges, R1 = plan_uniform_mrp(state, target, config)
     else:

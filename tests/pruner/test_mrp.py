@@ -120,3 +120,10 @@ def test_removal_order_is_a_permutation_whose_prefix_the_uniform_plan_removes(de
     p = plan(demo, (1, 28, 28), target_flops=0.5, config=MRPConfig(), groups=demo_groups)
     removed = sorted(p.removed("layer3.0.conv1"))
     assert removed == sorted(order[:len(removed)])
+
+
+def test_auto_allocation_follows_an_explicit_rule_and_baselines_ignore_mrp_options(demo):
+    config, why = MRPConfig(replace="reconstruction").resolve(has_data=True)
+    assert config.allocation == "uniform" and "supplies no loss" in why["allocation"]
+    p = plan(demo, (1, 28, 28), target_flops=0.3, method="l1", config=MRPConfig(replace="rebuild"))
+    assert p.macs_reduction >= 0.3 and p.config["refit"] is False  # no data: the baseline is not refused

@@ -23,8 +23,10 @@ __all__ = ["PlannerState", "needs_communities"]
 
 
 def needs_communities(config) -> bool:
-    """Whether a resolved config reads communities: its rule, the SRP allocation (``R``), or the merges."""
-    return RULES[config.replace].in_community or config.allocation == "srp" or bool(config.compensate)
+    """Whether a resolved config reads communities (and so similarities): its rule, the SRP
+    allocation (``R``), or the merges."""
+    rule = RULES[config.replace]
+    return rule.in_community or rule.similarity or config.allocation == "srp" or bool(config.compensate)
 
 
 class PlannerState:
