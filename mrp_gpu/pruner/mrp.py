@@ -20,21 +20,14 @@ from ..timing import Stopwatch
 from .allocation.uniform import group_steps, plan_uniform_mrp
 from .budget import Budget, Target
 from .greedy import greedy_plan
-from .rules import RULES
-from .state import PlannerState, needs_communities
+from .state import PlannerState, reads_grams
 
 __all__ = ["plan_mrp", "removal_order"]
 
 
-def _needs_features(config) -> bool:
-    """Whether the resolved config reads the group features (graphs, or a rule on the Gram matrix)."""
-    rule = RULES[config.replace]
-    return needs_communities(config) or rule.gram or rule.loss == "error"
-
-
 def _state(model, groups: ChannelGroups, config, device, calibration, stopwatch: Stopwatch | None) -> PlannerState:
     feats = None
-    if _needs_features(config):
+    if reads_grams(config):
         with (stopwatch or Stopwatch(device)).lap("features"), stage("features", model):
             feats = compute_features(model, groups, features=config.features, calibration=calibration,
                                      pool=config.pool, device=device)

@@ -19,7 +19,7 @@ from .grams import Grams
 from .losses import Losses
 from .propagation import Propagation
 
-__all__ = ["PlannerState", "needs_communities"]
+__all__ = ["PlannerState", "needs_communities", "reads_grams"]
 
 
 def needs_communities(config) -> bool:
@@ -27,6 +27,12 @@ def needs_communities(config) -> bool:
     allocation (``R``), or the merges."""
     rule = RULES[config.replace]
     return rule.in_community or rule.similarity or config.allocation == "srp" or bool(config.compensate)
+
+
+def reads_grams(config) -> bool:
+    """Whether a resolved config reads the groups' Gram matrices: through communities, or a rule on them."""
+    rule = RULES[config.replace]
+    return needs_communities(config) or rule.gram or rule.loss == "error"
 
 
 class PlannerState:
@@ -63,7 +69,9 @@ class PlannerState:
                             if needs_communities(config) else None)
         self.losses = (Losses(self.rule.loss, model, groups, self.alive, self.grams, device,
                               calibration=calibration, seed=config.seed) if self.rule.loss else None)
+        # weight features: a removal changes the readers' filters (their norms always, their Grams when read)
         self.propagation = Propagation(model, groups, device) if config.features == "weight" else None
+        self.queue_downdates = reads_grams(config)
         self.loudness = ([output_scale(model, g).double().cpu().numpy() for g in groups]
                          if config.compensate else None)
 
@@ -151,7 +159,8 @@ class PlannerState:
             return []
         touched = []
         for h, cols in self.propagation.lost_columns(g, channels):
-            self.grams.queue(h, cols)
+            if self.queue_downdates:
+                self.grams.queue(h, cols)
             self.l1[h] = self.l1[h] - cols.abs().sum(1).cpu().numpy()
             touched.append(h)
         return sorted(set(touched))
