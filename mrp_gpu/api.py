@@ -22,6 +22,7 @@ from .executor import apply_masks, slice_model
 from .finetune import resolve_device
 from .plan import PruningPlan
 from .pruner import Target, plan_global, plan_mrp, plan_uniform
+from .redundancy.calibration import Calibration
 from .redundancy.features import GroupFeatures, compute_features
 from .redundancy.records import LayerRedundancy, RedundancyReport, layer_records
 from .redundancy.similarity import build_graphs
@@ -129,10 +130,11 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     config : MRPConfig, optional
     groups : ChannelGroups, optional
         Reuse a trace made earlier with :func:`mrp_gpu.dependency.groups.build_groups`.
-    calibration : Tensor, optional
-        Images for ``features="activation"``.
+    calibration : Tensor or Calibration, optional
+        Training images for the data-driven plan (the ``rebuild`` loss, activation
+        features), or what :func:`mrp_gpu.pruner.calibrate` measured on them.
     stopwatch : Stopwatch, optional
-        MRP records the time its features take in a ``features`` lap.
+        MRP records its calibration pass and its features in laps of these names.
 
     Returns
     -------
@@ -207,8 +209,9 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
           calibration: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
     """Plan and slice in one call: returns ``(pruned copy, plan)``.
 
-    ``calibration`` (training images) is needed by ``features="activation"`` and by
-    ``refit`` (consumers refit by least squares before slicing).
+    ``calibration`` (training images) is needed by the data-driven plan and by ``refit``
+    (consumers refit by least squares before slicing); the calibration pass the plan
+    makes on them is made once.
 
     Examples
     --------
@@ -228,10 +231,12 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
 
 
 def execute(model: nn.Module, plan: PruningPlan, groups: ChannelGroups, config: MRPConfig | None = None,
-            calibration: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
+            calibration: torch.Tensor | Calibration | None = None, *, progress: bool = False,
+            stopwatch: Stopwatch | None = None) -> tuple[nn.Module, PruningPlan]:
     """What to slice and how: ``(model, plan)`` as they are, or, with ``config.refit``, the
-    model with its consumers refit by least squares on ``calibration`` (and its BN
-    statistics re-estimated on them) and the plan without merges (:func:`mrp_gpu.refit.refit`)."""
+    model with its consumers refit by least squares on the ``calibration`` images (and its
+    BN statistics re-estimated on them) and the plan without merges
+    (:func:`mrp_gpu.refit.refit`; ``stopwatch`` gets ``refit`` and ``bn`` laps)."""
     config = (config or MRPConfig()).resolved(calibration is not None)
     if not config.refit:
         return model, plan
@@ -240,9 +245,13 @@ def execute(model: nn.Module, plan: PruningPlan, groups: ChannelGroups, config: 
     from .finetune import recalibrate_bn
     from .refit import refit
 
+    images = calibration.images if isinstance(calibration, Calibration) else calibration
+    sw = stopwatch or Stopwatch(_device_of(model))
     with stage("refit", model):
-        masked, plan = refit(model, plan, calibration, groups, seed=config.seed)
-        return recalibrate_bn(masked, calibration), plan
+        with sw.lap("refit"):
+            masked, plan = refit(model, plan, images, groups, seed=config.seed, progress=progress)
+        with sw.lap("bn"):
+            return recalibrate_bn(masked, images), plan
 
 
 def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: str = "mrp",

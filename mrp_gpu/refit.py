@@ -18,16 +18,19 @@ the quality study can give the baselines the same step.
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .dependency.groups import ChannelGroups, build_groups
+from .errors import ModelError
 from .executor import apply_masks
 from .linalg import gram
 from .plan import PruningPlan
-from .redundancy.features import input_rows, is_dense, row_count
+from .redundancy.calibration import input_rows, is_dense, row_count
 
 __all__ = ["refit", "RIDGE"]
 
@@ -35,27 +38,68 @@ RIDGE = 1e-3  # times the mean input energy: keeps the solve well posed when inp
 
 
 class _Stop(Exception):
-    """Raised by a hook once the input it waits for has been seen."""
+    """Raised by a hook once the last input it waits for has been seen."""
 
 
-def _input_of(model: nn.Module, name: str, images: torch.Tensor) -> torch.Tensor:
-    """What the module ``name`` receives when ``model`` runs on ``images`` (the rest is skipped)."""
-    seen = []
+class _Failed(Exception):
+    """The other side of the lockstep stopped with an error."""
 
-    def hook(_module, args):
-        seen.append(args[0].detach())
-        raise _Stop
 
-    handle = model.get_submodule(name).register_forward_pre_hook(hook)
+class _Lockstep:
+    """A bounded queue between the two forward passes of :func:`refit`: the unpruned model's
+    pass (a thread) puts each layer's targets, the masked model's pass takes them, so at most
+    ``depth`` layers' targets exist at once and neither pass waits for the other to finish.
+    ``close`` wakes whichever side waits when the other one stops."""
+
+    def __init__(self, depth: int = 2):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.closed = threading.Event()
+
+    def put(self, item) -> None:
+        while not self.closed.is_set():
+            try:
+                return self.queue.put(item, timeout=0.05)
+            except queue.Full:
+                continue
+        raise _Failed
+
+    def get(self):
+        while True:
+            try:
+                return self.queue.get(timeout=0.05)
+            except queue.Empty:
+                if self.closed.is_set() and self.queue.empty():
+                    raise _Failed from None
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def _hooked_run(module: nn.Module, names: list[str], images: torch.Tensor, on_input) -> None:
+    """Run ``module`` on ``images`` (no grad), calling ``on_input(name, layer, x)`` at the first
+    call of each layer in ``names``; stop once the last of them has been seen."""
+    left = set(names)
+
+    def hook_for(name):
+        def hook(layer, args):
+            if name in left:
+                left.discard(name)
+                on_input(name, layer, args[0].detach())
+                if not left:
+                    raise _Stop
+        return hook
+
+    handles = [module.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names]
     try:
-        model(images)
+        with torch.no_grad():
+            module(images)
     except _Stop:
         pass
     finally:
-        handle.remove()
-    if not seen:
-        raise RuntimeError(f"{name} did not run on the calibration batch")
-    return seen[0]
+        for h in handles:
+            h.remove()
+    if left:
+        raise ModelError(f"{sorted(left)[0]} did not run on the calibration batch")
 
 
 def _forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> list[str]:
@@ -81,32 +125,28 @@ def _removed_inputs(plan: PruningPlan, groups: ChannelGroups) -> dict[str, list[
     return removed
 
 
-@torch.no_grad()
-def _refit_layer(model: nn.Module, masked: nn.Module, name: str, images: torch.Tensor, removed: list[np.ndarray],
-                 gen: torch.Generator, *, ridge: float, max_rows: int) -> None:
-    """Least squares of layer ``name`` of ``masked`` on its surviving inputs, towards the unpruned output."""
-    layer = masked.get_submodule(name)
-    device = images.device
-    full, kept = _input_of(model, name, images), _input_of(masked, name, images)
-    n = row_count(layer, full)
-    pick = torch.randperm(n, generator=gen)[:max_rows].to(device) if n > max_rows else None
-    x_full, x_kept = input_rows(layer, full, pick), input_rows(layer, kept, pick)
-    w0 = model.get_submodule(name).weight
-    target = x_full.double() @ w0.flatten(1).double().T  # the unpruned layer's output (bias aside)
-    per = int(np.prod(w0.shape[2:]))  # columns per input channel
+def _kept_columns(layer: nn.Module, removed: list[np.ndarray]) -> torch.Tensor:
+    """The flattened weight columns of ``layer`` that read surviving inputs."""
+    per = int(np.prod(layer.weight.shape[2:]))  # columns per input channel
     gone = np.unique(np.concatenate(removed))
-    cols = np.flatnonzero(~np.isin(np.arange(w0.shape[1] * per) // per, gone))
-    x = x_kept[:, torch.as_tensor(cols, device=device)].double()
+    keep = np.flatnonzero(~np.isin(np.arange(layer.weight[0].numel()) // per, gone))
+    return torch.as_tensor(keep, device=layer.weight.device)
+
+
+def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: torch.Tensor, ridge: float) -> None:
+    """Set ``layer``'s weights on ``cols`` to the ridge regression of ``target`` on ``x_kept``."""
+    x = x_kept[:, cols].double()
     xx = gram(x.T)  # x^T x from its upper blocks
     xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
     w = torch.linalg.solve(xx, x.T @ target).T  # [out, kept columns]
     flat = layer.weight.view(layer.weight.shape[0], -1)
-    flat[:, torch.as_tensor(cols, device=device)] = w.to(flat.dtype)
+    flat[:, cols] = w.to(flat.dtype)
 
 
 @torch.no_grad()
 def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: ChannelGroups | None = None, *,
-          ridge: float = RIDGE, max_rows: int = 32768, seed: int = 0) -> tuple[nn.Module, PruningPlan]:
+          ridge: float = RIDGE, max_rows: int = 32768, seed: int = 0,
+          progress: bool = False) -> tuple[nn.Module, PruningPlan]:
     """Refit the consumers of pruned channels by least squares; slice the result with the plan returned.
 
     Parameters
@@ -151,18 +191,60 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     groups = groups or build_groups(model, plan.input_size)
     plan = dataclasses.replace(plan, merges=[])
     masked = apply_masks(model, plan, groups).eval()
-    was = model.training
-    model.eval()
     device = next(model.parameters()).device
     images = images.to(device)
     removed = _removed_inputs(plan, groups)
-    gen = torch.Generator().manual_seed(seed)
+    was = model.training
+    model.eval()
     try:
-        for name in _forward_order(model, set(removed), images):
-            layer = masked.get_submodule(name)
-            if not is_dense(layer):
-                continue
-            _refit_layer(model, masked, name, images, removed[name], gen, ridge=ridge, max_rows=max_rows)
+        names = [n for n in _forward_order(model, set(removed), images) if is_dense(masked.get_submodule(n))]
+        if names:
+            _lockstep_refit(model, masked, names, removed, images, ridge=ridge, max_rows=max_rows, seed=seed,
+                            progress=progress)
     finally:
         model.train(was)
     return masked, plan
+
+
+def _lockstep_refit(model, masked, names, removed, images, *, ridge, max_rows, seed, progress) -> None:
+    """Both passes of :func:`refit`: the unpruned model's in a thread, the masked model's here."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    link, failure = _Lockstep(), []
+    bar = tqdm(total=len(names), desc="refit", unit="layer", disable=not progress, leave=False)
+
+    def targets(name, layer, x):  # the unpruned pass: rows picked, the unpruned layer's output on them
+        n = row_count(layer, x)
+        pick = torch.randperm(n, generator=gen)[:max_rows].to(x.device) if n > max_rows else None
+        link.put((name, pick, input_rows(layer, x, pick).double() @ layer.weight.flatten(1).double().T))
+
+    def fit(name, layer, x):  # the masked pass: the same rows of what the refit layers before give
+        got, pick, target = link.get()
+        if got != name:
+            raise ModelError(f"the unpruned and the pruned model reached {got} and {name} in different orders")
+        _solve(layer, input_rows(layer, x, pick), target, _kept_columns(layer, removed[name]), ridge)
+        bar.update()
+
+    def unpruned():
+        try:
+            _hooked_run(model, names, images, targets)
+        except _Failed:
+            pass
+        except BaseException as e:
+            failure.append(e)
+        finally:
+            link.close()
+
+    thread = threading.Thread(target=unpruned, name="mrp-refit-targets", daemon=True)
+    thread.start()
+    try:
+        _hooked_run(masked, names, images, fit)
+    except _Failed:
+        pass  # the unpruned pass failed: its error is raised below
+    finally:
+        link.close()
+        thread.join()
+        bar.close()
+    if failure:
+        raise failure[0]

@@ -126,10 +126,14 @@ def write_report(directory, plan: PruningPlan, summary: dict, plots: bool = Fals
         lines.append("| inference speed-up (best memory format) | | | " + ", ".join(
             f"batch {k.split('@')[1]}: {v:.2f}x" for k, v in summary["latency_speedup"].items()) + " |")
     stages = summary.get("stages", {})
-    planning = stages.get("plan", 0.0) + stages.get("features", 0.0)
+    parts = [k for k in ("calibration", "features") if stages.get(k)]
+    planning = stages.get("plan", 0.0) + sum(stages[k] for k in parts)
+    refit = (f" The refit took {stages['refit']:.2f} s, the BN re-estimation {stages.get('bn', 0.0):.2f} s."
+             if "refit" in stages else "")
     lines += ["", f"Masked and sliced outputs agree to {summary.get('max_abs_diff_masked_vs_sliced', 0):.2e} "
               f"(max abs). Planning took {planning:.2f} s over {len(plan.trajectory)} steps"
-              + (f" (features {stages['features']:.2f} s)" if "features" in stages else "") + ".", ""]
+              + (" (" + ", ".join(f"{k} {stages[k]:.2f} s" for k in parts) + ")" if parts else "") + "."
+              + refit, ""]
     notes = list(plan.notes) + ([f"Weights: {summary['weights']}."] if summary.get("weights", "").startswith("random")
                                 else [])
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])

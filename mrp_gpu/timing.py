@@ -31,3 +31,10 @@ class Stopwatch:
         finally:
             sync(self.device)
             self.laps[name] = self.laps.get(name, 0.0) + time.perf_counter() - t0
+
+    def absorb(self, inner: Stopwatch, within: str) -> None:
+        """Take the laps ``inner`` recorded during this watch's lap ``within`` as laps of their
+        own, and leave ``within`` only the rest of its time."""
+        for name, seconds in inner.laps.items():
+            self.laps[within] -= seconds
+            self.laps[name] = self.laps.get(name, 0.0) + seconds

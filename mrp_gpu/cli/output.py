@@ -73,11 +73,8 @@ def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
 
 
 def _stages(sw) -> dict[str, float]:
-    """Seconds per stage, in the order they ran; ``plan`` without the ``features`` it contains."""
-    laps = dict(sw.laps)
-    if "features" in laps and "plan" in laps:
-        laps["plan"] -= laps["features"]
-    return {k: round(v, 3) for k, v in laps.items()}
+    """Seconds per stage, in the order they ran."""
+    return {k: round(v, 3) for k, v in sw.laps.items()}
 
 
 def _weights_note(args) -> str:

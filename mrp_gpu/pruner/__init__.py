@@ -10,8 +10,8 @@ spend a :class:`Budget` (:mod:`.budget`) towards a :class:`Target`.
 from .allocation.uniform import allocate
 from .baselines import plan_from_orders, plan_global, plan_uniform
 from .budget import Budget, Target
-from .mrp import plan_mrp, removal_order
+from .mrp import calibrate, plan_mrp, removal_order
 from .rules import RULES, Rule, register
 
 __all__ = ["Target", "Budget", "allocate", "plan_from_orders", "plan_global", "plan_uniform", "plan_mrp",
-           "removal_order", "RULES", "Rule", "register"]
+           "removal_order", "calibrate", "RULES", "Rule", "register"]

@@ -15,23 +15,54 @@ import numpy as np
 from ..dependency.groups import ChannelGroups
 from ..errors import ModelError, stage
 from ..plan import PruningPlan
-from ..redundancy.features import compute_features
+from ..redundancy.calibration import Calibration, measure
+from ..redundancy.features import GroupFeatures, compute_features
 from ..timing import Stopwatch
 from .allocation.uniform import group_steps, plan_uniform_mrp
 from .budget import Budget, Target
 from .greedy import greedy_plan
+from .rules import RULES
 from .state import PlannerState, reads_grams
+from .state.losses import rebuild_consumers
 
-__all__ = ["plan_mrp", "removal_order"]
+__all__ = ["plan_mrp", "removal_order", "calibrate"]
+
+
+def calibrate(model, groups: ChannelGroups, config, data, *, progress: bool = False) -> Calibration | None:
+    """The calibration pass a resolved ``config`` reads, on ``data`` (images, or a
+    :class:`Calibration` measured before: only what it lacks is measured); None without data.
+
+    Activation features when the plan reads features and they are ``activation``; the
+    input covariances of the ``rebuild`` loss's consumers when the rule ranks by it.
+    """
+    if data is None:
+        return None
+    cal = data if isinstance(data, Calibration) else Calibration(data)
+    features = config.features == "activation" and reads_grams(config) and cal.features is None
+    consumers = ([n for n in rebuild_consumers(model, groups) if n not in cal.covariances]
+                 if RULES[config.replace].loss == "rebuild" else [])
+    if not (features or consumers):
+        return cal
+    with stage("the calibration pass", model):
+        new = measure(model, groups, cal.images, features=features, consumers=consumers, pool=config.pool,
+                      seed=config.seed, progress=progress)
+    return Calibration(cal.images, cal.features if cal.features is not None else new.features,
+                       cal.covariances | new.covariances)
 
 
 def _state(model, groups: ChannelGroups, config, device, calibration, stopwatch: Stopwatch | None) -> PlannerState:
+    sw = stopwatch or Stopwatch(device)
+    with sw.lap("calibration"):
+        cal = calibrate(model, groups, config, calibration)
     feats = None
     if reads_grams(config):
-        with (stopwatch or Stopwatch(device)).lap("features"), stage("features", model):
-            feats = compute_features(model, groups, features=config.features, calibration=calibration,
-                                     pool=config.pool, device=device)
-    return PlannerState(model, groups, config, feats, device, calibration)
+        with sw.lap("features"), stage("features", model):
+            if config.features == "activation" and cal is not None:
+                feats = GroupFeatures(cal.features.ids, tuple(r.to(device) for r in cal.features.rows))
+            else:
+                feats = compute_features(model, groups, features=config.features, calibration=None,
+                                         pool=config.pool, device=device)
+    return PlannerState(model, groups, config, feats, device, cal)
 
 
 def _progress_bar(target: Target | None, enabled: bool):

@@ -10,7 +10,6 @@ features is their Pearson correlation. Both are L2-normalised rows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +19,10 @@ import torch.nn.functional as F
 
 from ..dependency.groups import ChannelGroup, ChannelGroups, LayerSlice
 from ..errors import ModelError, MRPError
-from ..linalg import gram
 
 __all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "consumer_energy", "weight_features",
-           "activation_features", "normalize_rows", "compute_features", "is_dense", "input_rows", "row_count",
-           "input_covariances"]
+           "ActivationTaps", "activation_features", "run_hooked", "normalize_rows", "check_finite",
+           "compute_features"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,106 +109,22 @@ def consumer_energy(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     return energy
 
 
-def _run_hooked(model: nn.Module, handles: list, batch: torch.Tensor, chunk: int) -> None:
+def run_hooked(model: nn.Module, handles: list, batch: torch.Tensor, chunk: int, progress: bool = False,
+               desc: str = "calibration") -> None:
     """Run ``model`` in eval mode over ``batch`` in chunks, for what its hooks collect; then
     remove the hooks and restore the model's mode."""
+    from tqdm.auto import tqdm
+
     was = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        for x in batch.split(chunk):
+        for x in tqdm(batch.split(chunk), desc=desc, unit="chunk", disable=not progress, leave=False):
             model(x.to(device))
     finally:
         model.train(was)
         for h in handles:
             h.remove()
-
-
-def is_dense(layer: nn.Module) -> bool:
-    """A layer whose every output reads every input: a linear layer or a 2-D convolution with ``groups=1``."""
-    return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
-
-
-def input_rows(layer: nn.Module, x: torch.Tensor, pick: torch.Tensor | None = None) -> torch.Tensor:
-    """A dense layer's input as regression rows: [positions, in_features] (a convolution's
-    rows are its input patches, one column per input channel and kernel tap, padded as
-    the layer pads).
-
-    ``pick`` (indices into those rows, see :func:`row_count`) returns only them; a
-    convolution's patches are then gathered tap by tap at the picked positions instead
-    of unfolding every position first."""
-    if not isinstance(layer, nn.Conv2d):
-        rows = x.reshape(-1, x.shape[-1])
-        return rows if pick is None else rows[pick]
-    pads = _pads(layer)
-    xp = F.pad(x, pads, mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
-    if pick is None:
-        return F.unfold(xp, layer.kernel_size, layer.dilation, 0, layer.stride).transpose(1, 2) \
-            .reshape(-1, layer.weight[0].numel())
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    ho, wo = _conv_out(layer, x.shape[-2:], pads)
-    b, at = pick // (ho * wo), pick % (ho * wo)
-    oy, ox = at // wo * sh, at % wo * sw
-    taps = [xp[b, :, oy + i * dh, ox + j * dw] for i in range(kh) for j in range(kw)]  # each [n, C]
-    return torch.stack(taps, 2).reshape(len(pick), -1)  # columns: channel-major, then taps (unfold's order)
-
-
-def _pads(layer: nn.Conv2d) -> tuple[int, int, int, int]:
-    """The layer's padding as ``F.pad`` takes it: (left, right, top, bottom). ``"same"`` puts
-    the odd pixel on the right and bottom, as PyTorch does."""
-    if layer.padding == "valid":
-        return 0, 0, 0, 0
-    if layer.padding == "same":
-        (h0, h1), (w0, w1) = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
-                              for k, d in zip(layer.kernel_size, layer.dilation)]
-        return w0, w1, h0, h1
-    ph, pw = layer.padding
-    return pw, pw, ph, ph
-
-
-def _conv_out(layer: nn.Conv2d, hw, pads) -> tuple[int, int]:
-    """Output height and width of a convolution on an ``hw`` input padded by ``pads``."""
-    sizes = (hw[0] + pads[2] + pads[3], hw[1] + pads[0] + pads[1])
-    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in
-                 zip(sizes, layer.kernel_size, layer.stride, layer.dilation))
-
-
-def row_count(layer: nn.Module, x: torch.Tensor) -> int:
-    """How many rows :func:`input_rows` has for ``x``."""
-    if not isinstance(layer, nn.Conv2d):
-        return x.numel() // x.shape[-1]
-    ho, wo = _conv_out(layer, x.shape[-2:], _pads(layer))
-    return x.shape[0] * ho * wo
-
-
-@torch.no_grad()
-def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *, chunk: int = 64,
-                      max_rows: int = 32768, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Covariance of what each dense layer in ``names`` reads on ``batch``, float64:
-    ``{name: [in_features, in_features]}`` over its input rows (:func:`input_rows`), at
-    most ``max_rows`` of them, drawn evenly from the chunks with ``seed``."""
-    sums: dict[str, list] = {}
-    per_chunk = math.ceil(max_rows / math.ceil(len(batch) / chunk))
-    gen = torch.Generator().manual_seed(seed)
-
-    def hook_for(name):
-        def hook(module, args):
-            x = args[0].detach()
-            n = row_count(module, x)
-            pick = torch.randperm(n, generator=gen)[:per_chunk].to(x.device) if n > per_chunk else None
-            x = input_rows(module, x, pick)
-            acc = sums.setdefault(name, [0.0, 0.0, 0])
-            acc[0] = acc[0] + gram(x.T).double()  # x^T x from its upper blocks
-            acc[1] = acc[1] + x.sum(0, dtype=torch.float64)
-            acc[2] += len(x)
-        return hook
-
-    _run_hooked(model, [model.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names], batch, chunk)
-    out = {}
-    for name, (xx, xs, n) in sums.items():
-        mean = xs / n
-        out[name] = (xx / n).addr_(mean, mean, alpha=-1.0)  # E[x x^T] - mean mean^T
-    return out
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:
@@ -235,45 +149,53 @@ def weight_features(model: nn.Module, groups: ChannelGroups, *, only: list[str] 
     return GroupFeatures(tuple(ids), tuple(rows))
 
 
-@torch.no_grad()
-def activation_features(model: nn.Module, groups: ChannelGroups, batch: torch.Tensor, *, pool: int = 4,
-                        chunk: int = 64) -> GroupFeatures:
-    """Data-driven features: pooled, centred responses to ``batch`` (run in chunks)."""
-    taps: dict[str, list[tuple[int, LayerSlice]]] = {}
-    for gi, g in enumerate(groups):
-        layers = g.norms or g.producers
-        for s in layers:
-            taps.setdefault(s.module, []).append((gi, s))
-    collected: list[list[list[torch.Tensor]]] = [[[] for _ in (g.norms or g.producers)] for g in groups]
-    slot_of = {}
-    for gi, g in enumerate(groups):
-        for j, s in enumerate(g.norms or g.producers):
-            slot_of[(gi, s.module)] = j
+class ActivationTaps:
+    """The hooks that collect activation features during a pass (:func:`activation_features`).
 
-    def hook_for(name):
+    ``hooks(model)`` registers them; after the pass, ``result()`` gives the features.
+    """
+
+    def __init__(self, groups: ChannelGroups, pool: int = 4):
+        self.groups, self.pool = groups, pool
+        self.taps: dict[str, list[tuple[int, int, LayerSlice]]] = {}  # module -> (group, slot, slice)
+        for gi, g in enumerate(groups):
+            for j, s in enumerate(g.norms or g.producers):
+                self.taps.setdefault(s.module, []).append((gi, j, s))
+        self.collected = [[[] for _ in (g.norms or g.producers)] for g in groups]
+
+    def hooks(self, model: nn.Module) -> list:
+        return [model.get_submodule(name).register_forward_hook(self._hook_for(name)) for name in self.taps]
+
+    def _hook_for(self, name: str):
         def hook(module, args, out):
             if out.dim() == 3 and isinstance(module, (nn.Linear, nn.LayerNorm)):  # tokens: [B, T, C]
                 out = out.transpose(1, 2)
             if out.dim() == 4:
-                y = F.adaptive_avg_pool2d(out, pool)
+                y = F.adaptive_avg_pool2d(out, self.pool)
             elif out.dim() == 3:
-                y = F.adaptive_avg_pool1d(out, pool)
+                y = F.adaptive_avg_pool1d(out, self.pool)
             else:
                 y = out
-            for gi, s in taps[name]:
-                part = _by_channel(y.transpose(0, 1).flatten(1), s, groups[gi].size)
-                collected[gi][slot_of[(gi, name)]].append(part.float())
+            for gi, j, s in self.taps[name]:
+                part = _by_channel(y.detach().transpose(0, 1).flatten(1), s, self.groups[gi].size)
+                self.collected[gi][j].append(part.float())
         return hook
 
-    _run_hooked(model, [model.get_submodule(name).register_forward_hook(hook_for(name)) for name in taps], batch,
-                chunk)
-    ids, rows = [], []
-    for g, parts in zip(groups, collected):
-        centred = [torch.cat(p, 1) for p in parts]
-        f = torch.cat([c - c.mean(1, keepdim=True) for c in centred], 1)
-        ids.append(g.id)
-        rows.append(normalize_rows(f))
-    return GroupFeatures(tuple(ids), tuple(rows))
+    def result(self) -> GroupFeatures:
+        rows = []
+        for parts in self.collected:
+            centred = [torch.cat(p, 1) for p in parts]
+            rows.append(normalize_rows(torch.cat([c - c.mean(1, keepdim=True) for c in centred], 1)))
+        return GroupFeatures(tuple(self.groups.ids), tuple(rows))
+
+
+@torch.no_grad()
+def activation_features(model: nn.Module, groups: ChannelGroups, batch: torch.Tensor, *, pool: int = 4,
+                        chunk: int = 64) -> GroupFeatures:
+    """Data-driven features: pooled, centred responses to ``batch`` (run in chunks)."""
+    taps = ActivationTaps(groups, pool)
+    run_hooked(model, taps.hooks(model), batch, chunk)
+    return taps.result()
 
 
 def compute_features(model: nn.Module, groups: ChannelGroups, *, features: str = "weight",
@@ -294,10 +216,15 @@ def compute_features(model: nn.Module, groups: ChannelGroups, *, features: str =
         out = activation_features(model, groups, calibration, pool=pool)
     else:
         raise MRPError(f"unknown features {features!r}")
-    for gid, f in zip(out.ids, out.rows):
-        if not bool(torch.isfinite(f.sum())):  # rows are unit-norm: the sum overflows only on NaN or Inf
-            raise ModelError(f"group {gid!r} has NaN or Inf {'weights' if features == 'weight' else 'activations'}: "
-                             "cannot measure its redundancy")
+    out = check_finite(out, "weights" if features == "weight" else "activations")
     if device is not None:
         out = GroupFeatures(out.ids, tuple(r.to(device) for r in out.rows))
     return out
+
+
+def check_finite(feats: GroupFeatures, what: str) -> GroupFeatures:
+    """``feats`` as they are, or a :class:`ModelError` naming the first group with NaN or Inf ``what``."""
+    for gid, f in zip(feats.ids, feats.rows):
+        if not bool(torch.isfinite(f.sum())):  # rows are unit-norm: the sum overflows only on NaN or Inf
+            raise ModelError(f"group {gid!r} has NaN or Inf {what}: cannot measure its redundancy")
+    return feats

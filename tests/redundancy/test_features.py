@@ -1,12 +1,9 @@
-import pytest
 import torch
 
 from mrp_gpu.redundancy.features import (
     activation_features,
     bn_scale,
     consumer_energy,
-    input_rows,
-    row_count,
     weight_features,
     weight_matrix,
 )
@@ -67,48 +64,3 @@ def test_consumer_energy_behind_a_depthwise_conv():
     (g,) = build_groups(model, (3, 4, 4))
     fc = model[7].weight.detach().double().reshape(3, 8, 16)  # 16 flattened positions per channel
     assert torch.allclose(consumer_energy(model, g), fc.pow(2).sum((0, 2)))
-
-
-def test_input_covariances_are_those_of_the_layers_patches():
-    import torch.nn.functional as F
-
-    from mrp_gpu.redundancy.features import input_covariances
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 3),
-                                torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5))
-    x = torch.randn(10, 2, 6, 6)
-    covs = input_covariances(model, ["2", "4"], x, chunk=4)
-    with torch.no_grad():
-        h = model[1](model[0](x))
-        patches = F.unfold(h, 3).transpose(1, 2).reshape(-1, 27)  # every 3x3 patch of every image
-        flat = model[3](model[2](h))
-    torch.testing.assert_close(covs["2"], torch.cov(patches.T.double(), correction=0))
-    torch.testing.assert_close(covs["4"], torch.cov(flat.T.double(), correction=0))
-    few = input_covariances(model, ["2"], x, chunk=4, max_rows=30)  # 10 rows from each of 3 chunks
-    assert few["2"].shape == (27, 27) and not torch.allclose(few["2"], covs["2"])
-
-
-@pytest.mark.parametrize("layer, shape", [
-    (torch.nn.Conv2d(3, 4, (3, 2), stride=2, padding=1, dilation=2), (2, 3, 11, 9)),
-    (torch.nn.Conv2d(5, 2, 1), (3, 5, 4, 4)),
-    (torch.nn.Conv2d(2, 2, 3, padding="same"), (1, 2, 5, 5)),
-    (torch.nn.Linear(6, 3), (2, 7, 6)),
-])
-def test_picked_input_rows_are_those_rows_of_the_whole(layer, shape):
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    whole = input_rows(layer, x)
-    assert row_count(layer, x) == len(whole)
-    pick = torch.randperm(len(whole), generator=torch.Generator().manual_seed(1))[:len(whole) // 2 + 1]
-    assert torch.equal(input_rows(layer, x, pick), whole[pick])
-
-
-@pytest.mark.parametrize("conv", [torch.nn.Conv2d(2, 3, 3, padding="same", dilation=2),
-                                  torch.nn.Conv2d(2, 3, (2, 4), padding="same"),
-                                  torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
-                                  torch.nn.Conv2d(2, 3, 3, stride=2, padding="valid")])
-def test_input_rows_times_the_weights_are_the_layer_output(conv):
-    x = torch.randn(2, 2, 7, 6, generator=torch.Generator().manual_seed(0))
-    y = conv(x)
-    rows = input_rows(conv, x) @ conv.weight.flatten(1).T + conv.bias
-    assert torch.allclose(rows, y.permute(0, 2, 3, 1).reshape(-1, y.shape[1]), atol=1e-5)

@@ -47,8 +47,8 @@ class PlannerState:
     feats : GroupFeatures
         The unpruned features, on ``device``.
     device : torch.device
-    calibration : Tensor, optional
-        Images for the ``rebuild`` loss.
+    calibration : Calibration, optional
+        The calibration pass's measurements (the ``rebuild`` loss reads its covariances).
     """
 
     def __init__(self, model, groups, config, feats, device, calibration=None):
@@ -68,7 +68,8 @@ class PlannerState:
         self.communities = (Communities(self.grams, self.alive, feats, config, device)
                             if needs_communities(config) else None)
         self.losses = (Losses(self.rule.loss, model, groups, self.alive, self.grams, device,
-                              calibration=calibration, seed=config.seed) if self.rule.loss else None)
+                              covariances=None if calibration is None else calibration.covariances)
+                       if self.rule.loss else None)
         # weight features: a removal changes the readers' filters (their norms always, their Grams when read)
         self.propagation = Propagation(model, groups, device) if config.features == "weight" else None
         self.queue_downdates = reads_grams(config)

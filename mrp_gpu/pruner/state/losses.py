@@ -16,15 +16,26 @@ import numpy as np
 import torch
 
 from ...linalg import Precision
-from ...redundancy.features import consumer_energy, input_covariances, is_dense, output_scale
+from ...redundancy.calibration import is_dense
+from ...redundancy.features import consumer_energy, output_scale
 from ..rebuild import Rebuild
 from .grams import Grams
 
-__all__ = ["Losses", "REBUILD_INPUTS"]
+__all__ = ["Losses", "REBUILD_INPUTS", "rebuild_consumers"]
 
 # ``rebuild``: consumers with more inputs are not counted (a [n, n] float64 covariance each;
 # 8192 inputs take 512 MB), e.g. a classifier reading a flattened 7x7 map of 512 channels
 REBUILD_INPUTS = 8192
+
+
+def rebuild_consumers(model, groups) -> list[str]:
+    """The consumers the ``rebuild`` loss counts, whose input covariances the calibration pass
+    measures: every dense consumer of a group with at most ``REBUILD_INPUTS`` inputs."""
+    def counted(name):
+        m = model.get_submodule(name)
+        return is_dense(m) and m.weight[0].numel() <= REBUILD_INPUTS
+
+    return sorted({s.module for group in groups for s in group.consumers if counted(s.module)})
 
 
 class Losses:
@@ -34,18 +45,19 @@ class Losses:
     """
 
     def __init__(self, kind: str, model, groups, alive: list[np.ndarray], grams: Grams, device, *,
-                 calibration=None, seed: int = 0):
+                 covariances: dict | None = None):
         if kind not in ("error", "rebuild"):
             raise ValueError(f"unknown loss {kind!r}")
         self.kind, self.model, self.groups, self.alive = kind, model, groups, alive
         self.grams, self.device = grams, device
-        self.calibration, self.seed = calibration, seed
         self.cache: list[np.ndarray | None] = [None] * len(groups)
         self.prec: list[tuple | None] = [None] * len(groups)  # error: (Precision, channel -> its row)
         self.rebuild: list[Rebuild | None] = [None] * len(groups)
         self.salience = ([output_scale(model, g).double().cpu().numpy() ** 2 * consumer_energy(model, g).numpy()
                           for g in groups] if kind == "error" else None)
-        self.covs = None  # rebuild: every counted consumer's input covariance, from one pass
+        if kind == "rebuild" and covariances is None:
+            raise ValueError("the rebuild loss needs the calibration pass's input covariances")
+        self.covs = covariances  # rebuild: every counted consumer's input covariance
 
     def __call__(self, g: int) -> np.ndarray:
         if self.cache[g] is None:
@@ -90,16 +102,8 @@ class Losses:
         share[inside] = prec.share().cpu().numpy()[where[inside]]
         return share
 
-    def _counted(self, name: str) -> bool:
-        """A dense consumer of at most ``REBUILD_INPUTS`` inputs."""
-        m = self.model.get_submodule(name)
-        return is_dense(m) and m.weight[0].numel() <= REBUILD_INPUTS
-
     def _rebuild(self, g: int) -> Rebuild:
         """The :class:`Rebuild` state of group ``g``: its counted consumers on the calibration images."""
-        if self.covs is None:
-            names = sorted({s.module for group in self.groups for s in group.consumers if self._counted(s.module)})
-            self.covs = input_covariances(self.model, names, self.calibration, seed=self.seed)
         group, consumers = self.groups[g], []
         for s in group.consumers:
             if s.module not in self.covs:

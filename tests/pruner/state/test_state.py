@@ -1,6 +1,7 @@
 import torch
 
 from mrp_gpu.config import MRPConfig
+from mrp_gpu.pruner import calibrate
 from mrp_gpu.pruner.state import PlannerState, needs_communities
 
 
@@ -29,7 +30,7 @@ def test_queued_downdates_equal_a_recomputation(demo, demo_groups):
 def test_only_what_the_config_reads_is_built(demo, demo_groups, calib):
     data = MRPConfig().resolved(True)
     assert not needs_communities(data)
-    state = PlannerState(demo, demo_groups, data, None, "cpu", calib)
+    state = PlannerState(demo, demo_groups, data, None, "cpu", calibrate(demo, demo_groups, data, calib))
     assert state.communities is None and state.propagation is None and state.loudness is None
     assert state.pick(0, 1)[0][1] is None  # no community size without communities
     free = MRPConfig().resolved(False)
