@@ -18,6 +18,11 @@
 6. End to end, each its own process (start-up and imports included): ``mrp-gpu prune
    resnet50 --target-flops 0.5`` against ``tp_prune.py`` (a user's Torch-Pruning
    script: magnitude pruner to the same MACs, weights saved), alternated, medians.
+7. The data path (``data_path.py``): MRP's data defaults (calibration pass, plan, refit,
+   BN re-estimation) against Torch-Pruning's Taylor pruner on the same 256 and 64
+   images, ResNet-50, stage by stage with peak memory; ResNet-101 and
+   wide_resnet50_2 at 256 images for the scaling. ``--only data-path`` runs this
+   section alone and records it beside the others (each section says its date).
 
 Writes ``OUT/throughput_cpu.json``, ``OUT/throughput_cpu.md`` and ``OUT/scaling_cpu.png``.
 
@@ -40,6 +45,7 @@ import torch_pruning as tp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import data_path
 from reference_naive import naive_plan
 
 from mrp_gpu.api import plan
@@ -225,7 +231,13 @@ def markdown(r: dict) -> str:
                   for k in ("cli", "tp")]
         lines += ["", f"The CLI takes {e['ratio_cli_to_tp']:.2f}x the time of the Torch-Pruning script "
                   "(start-up, imports, model, trace or dependency graph, pruning, check and saving included).", ""]
+    if "data_path" in r:
+        lines += data_path.markdown(r["data_path"])
     return "\n".join(lines)
+
+
+def run_data_path(command: str, target: float) -> dict:
+    return {"date": date.today().isoformat(), "command": command, "target": target, "rows": data_path.grid(target)}
 
 
 def main(argv=None) -> int:
@@ -234,9 +246,17 @@ def main(argv=None) -> int:
     ap.add_argument("--naive-steps", type=int, default=3)
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--only", choices=("data-path",), help="run this section alone and record it in OUT's JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": date.today().isoformat(),
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    out = Path(args.out)
+    if args.only:
+        path = out / "throughput_cpu.json"
+        result = json.loads(path.read_text())
+        result["data_path"] = run_data_path(command, args.target)
+        return write(result, out)
+    result = {"command": command, "date": date.today().isoformat(),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__}
 
     result["rmcd"] = {}
@@ -272,10 +292,13 @@ def main(argv=None) -> int:
     result["latency"] = latency(args.target, repeat=args.repeat)
     result["end_to_end"] = end_to_end(args.target, repeat=3)
     print(f"end to end: CLI / Torch-Pruning script {result['end_to_end']['ratio_cli_to_tp']:.2f}", flush=True)
-
-    out = Path(args.out)
+    result["data_path"] = run_data_path(command, args.target)
     out.mkdir(parents=True, exist_ok=True)
     plot_scaling(result, out / "scaling_cpu.png")
+    return write(result, out)
+
+
+def write(result: dict, out: Path) -> int:
     atomic_write_text(out / "throughput_cpu.json", json.dumps(result, indent=1))
     atomic_write_text(out / "throughput_cpu.md", markdown(result))
     print(markdown(result))

@@ -134,11 +134,17 @@ def _kept_columns(layer: nn.Module, removed: list[np.ndarray]) -> torch.Tensor:
 
 
 def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: torch.Tensor, ridge: float) -> None:
-    """Set ``layer``'s weights on ``cols`` to the ridge regression of ``target`` on ``x_kept``."""
-    x = x_kept[:, cols].double()
-    xx = gram(x.T)  # x^T x from its upper blocks
+    """Set ``layer``'s weights on ``cols`` to the ridge regression of ``target`` on ``x_kept``.
+
+    The products over rows are taken in float32, the solve in float64: on the demo the
+    refit model's accuracy is the same to the last test image as with float64 products
+    (3 seeds), at a fraction of the time (32,768 rows x 4,608 columns for a 3x3
+    convolution of 512 inputs).
+    """
+    x = x_kept[:, cols].float()
+    xx = gram(x.T).double()  # x^T x from its upper blocks
     xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
-    w = torch.linalg.solve(xx, x.T @ target).T  # [out, kept columns]
+    w = torch.linalg.solve(xx, (x.T @ target.float()).double()).T  # [out, kept columns]
     flat = layer.weight.view(layer.weight.shape[0], -1)
     flat[:, cols] = w.to(flat.dtype)
 
@@ -217,7 +223,7 @@ def _lockstep_refit(model, masked, names, removed, images, *, ridge, max_rows, s
     def targets(name, layer, x):  # the unpruned pass: rows picked, the unpruned layer's output on them
         n = row_count(layer, x)
         pick = torch.randperm(n, generator=gen)[:max_rows].to(x.device) if n > max_rows else None
-        link.put((name, pick, input_rows(layer, x, pick).double() @ layer.weight.flatten(1).double().T))
+        link.put((name, pick, input_rows(layer, x, pick).float() @ layer.weight.flatten(1).float().T))
 
     def fit(name, layer, x):  # the masked pass: the same rows of what the refit layers before give
         got, pick, target = link.get()

@@ -31,8 +31,8 @@ class _Consumer:
     p: torch.Tensor  # [m, m]
     buf: torch.Tensor  # [m, capacity]
     ws: torch.Tensor  # [m, out]: the weights, transposed, each output over its std; refit after every removal
-    channels: torch.Tensor  # [r]
-    cols: torch.Tensor  # [r, b]
+    channels: np.ndarray  # [r], on the host: the planner's bookkeeping
+    cols: torch.Tensor  # [r, b], on the device of ``p`` like every tensor here
     dead: torch.Tensor  # [m] bool: columns of removed channels (their rows of P are 0)
     diag: torch.Tensor  # [r, b, b]: P[cols[i]][:, cols[i]] of every channel i
     rank: int = 0
@@ -89,14 +89,15 @@ class Rebuild:
             w = weight.double()
             var = ((w @ cov) * w).sum(1)  # each output's variance on the calibration inputs
             inv_std = torch.where(var > 0, var.clamp_min(1e-300).rsqrt(), torch.zeros_like(var))
-            cols = torch.as_tensor(cols)
+            cols = torch.as_tensor(cols, device=p.device)
             capacity = max(cols.shape[1], int(fold * len(p)))
             self.parts.append(_Consumer(p, p.new_empty(len(p), capacity), (w * inv_std[:, None]).T.contiguous(),
-                                        torch.as_tensor(channels), cols, torch.zeros(len(p), dtype=torch.bool),
+                                        np.asarray(channels), cols,
+                                        torch.zeros(len(p), dtype=torch.bool, device=p.device),
                                         p[cols[:, :, None], cols[:, None, :]]))
         self.read = np.zeros(size, dtype=bool)
         for part in self.parts:
-            self.read[part.channels.numpy()] = True
+            self.read[part.channels] = True
         self.alive = np.ones(size, dtype=bool)
 
     def loss(self) -> np.ndarray:
@@ -104,14 +105,14 @@ class Rebuild:
         0 for removed channels). [size]"""
         out = np.where(self.read, 0.0, np.inf)
         for c in self.parts:
-            live = torch.as_tensor(self.alive[c.channels.numpy()])
-            ch, cl = c.channels[live], c.cols[live]
-            if not len(ch):
+            live = self.alive[c.channels]
+            if not live.any():
                 continue
-            inv = torch.linalg.inv(c.diag[live])  # [r, b, b]
-            wb = c.ws[cl]  # [r, b, out]
+            at = torch.as_tensor(np.flatnonzero(live), device=c.cols.device)
+            inv = torch.linalg.inv(c.diag[at])  # [r, b, b]
+            wb = c.ws[c.cols[at]]  # [r, b, out]
             energy = wb @ wb.transpose(1, 2)  # W_B^T diag(1/var) W_B
-            out[ch.numpy()] += (inv * energy).sum((1, 2)).cpu().numpy()
+            out[c.channels[live]] += (inv * energy).sum((1, 2)).cpu().numpy()
         out[~self.alive] = 0.0
         return out
 
@@ -119,10 +120,10 @@ class Rebuild:
         """Remove ``channel``: every consumer is refit on the rest (weights and precision updated)."""
         self.alive[channel] = False
         for c in self.parts:
-            hit = torch.nonzero(c.channels == channel).flatten()
+            hit = np.flatnonzero(c.channels == channel)
             if not len(hit):
                 continue
-            b = c.cols[hit[0]]
+            b = c.cols[int(hit[0])]
             pb = c.p[:, b] - c.u @ c.u[b].T  # [m, b]
             pb[c.dead] = 0.0  # exactly what rounding leaves near 0
             chol = torch.linalg.cholesky(pb[b])
