@@ -37,7 +37,11 @@ QUALITY_ROWS = [
 ]
 PAGES = [
     ("quality_cpu.md", "pruning quality: every method, protocol (`recal`, `finetune`, `scratch`), seed and command"),
-    ("throughput_cpu.md", "CPU throughput: RMCD, full plans, per-step, scaling, latency, the CLI end to end"),
+    ("throughput_cpu.md", "CPU throughput: RMCD, full plans, per-step, scaling, latency, the CLI end to end, "
+                          "the data path against Torch-Pruning's Taylor pruner"),
+    ("refit_study.md", "why the refit makes a pass over the images (against a refit from the calibration pass)"),
+    ("profile_resnet50_data64_after.md", "where ResNet-50's data path spends its time "
+                                         "([before](profile_resnet50_data64_before.md) the one-pass refit)"),
     ("ri_study.md", "which channel of a community goes (30 % of one layer at a time); "
                     "[at 70 %](ri_study_70/ri_study.md)"),
     ("threshold_sweep.md", "the edge threshold: per-layer R and the accuracy it leads to"),
@@ -45,7 +49,8 @@ PAGES = [
     ("warm_start.md", "warm-started communities in the SRP loop"),
     ("zoo.md", "torchvision zoo sweep: pruned, partly pruned, refused, and why"),
     ("zoo_timm.md", "timm zoo sweep"),
-    ("gpu_check_cpu/gpu_check.md", "the GPU check as it runs on a CPU (CUDA parts skipped; no GPU figure yet)"),
+    ("gpu_check_cpu/gpu_check.md", "the GPU check as it runs on a CPU (CUDA parts skipped; no GPU figure yet); "
+                                   "[its data-path step](gpu_check_cpu/gpu_data_path.md)"),
 ]
 
 
@@ -77,11 +82,23 @@ def quality_table(quality: dict) -> str:
     return "\n".join(lines)
 
 
+def data_path_rows(section: dict | None) -> list[tuple[str, str, str]]:
+    """resnet50's data path (calibration pass, plan, refit, BN) against Torch-Pruning's Taylor pruner."""
+    rows, runs = [], (section or {}).get("rows", {})
+    for n in (256, 64):
+        mrp, taylor = runs.get(f"resnet50|{n}|mrp"), runs.get(f"resnet50|{n}|tp-taylor")
+        if mrp and taylor:
+            rows.append((f"resnet50 to -50 % MACs with {n} calibration images, one process each (MRP's data "
+                         "defaults: calibration pass, plan, refit, BN; Torch-Pruning: `GroupTaylorImportance`)",
+                         f"{mrp['process_seconds']:.0f} s", f"{taylor['process_seconds']:.0f} s "
+                         f"({mrp['process_seconds'] / taylor['process_seconds']:.2f}x)"))
+    return rows
+
+
 def performance_table(tp: dict) -> str:
     """The CPU figures a user feels: the CLI end to end, the plans, RMCD, the SRP step, inference."""
     plans = tp["plans"]
-    default, data = (next(v for k, v in plans.items() if k.startswith(p)) for p in
-                     ("mrp_gpu (defaults:", "mrp_gpu (defaults with"))
+    default = next(v for k, v in plans.items() if k.startswith("mrp_gpu (defaults:"))
     magnitude = next(v for k, v in plans.items() if k.startswith("torch-pruning"))
     knn = tp["rmcd"]["resnet50|knn16|numba"]
     naive = tp["naive"]["resnet56"]
@@ -91,10 +108,10 @@ def performance_table(tp: dict) -> str:
         e = tp["end_to_end"]
         rows.append(("`mrp-gpu prune resnet50 --target-flops 0.5`, end to end (start-up included)",
                      f"{e['median']['cli']:.1f} s", f"{e['median']['tp']:.1f} s ({e['ratio_cli_to_tp']:.2f}x)"))
-    rows += [("MRP plan of resnet50 to -50 % MACs, without data (trace included)", f"{default['seconds']:.2f} s",
-              f"{magnitude['seconds']:.2f} s ({tp['plan_ratio_default_to_tp']:.2f}x)"),
-             ("the same with data (64 calibration images: `rebuild`, `allocation=loss`)",
-              f"{data['seconds']:.1f} s", ""),
+    rows.append(("MRP plan of resnet50 to -50 % MACs, without data (trace included)", f"{default['seconds']:.2f} s",
+                 f"{magnitude['seconds']:.2f} s ({tp['plan_ratio_default_to_tp']:.2f}x)"))
+    rows += data_path_rows(tp.get("data_path"))
+    rows += [
              ("RMCD of resnet50 (26,560 filters, kNN k=16 graphs, `numba` Louvain)",
               f"{knn['rmcd'] * 1e3:.0f} ms", ""),
              ("one SRP step of resnet56, against a naive reference", f"{naive['mrp_gpu_step_ms_mean']:.2f} ms",
@@ -103,8 +120,9 @@ def performance_table(tp: dict) -> str:
               f"{speed['mrp@64']:.2f}x / {speed['mrp@1']:.2f}x", "")]
     lines = ["| what | mrp_gpu | Torch-Pruning, same run |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", f"{tp['machine']}, {tp['date']}, random weights; Torch-Pruning: `MetaPruner` + "
-              "`GroupMagnitudeImportance` to the same MACs (end to end: `benchmarks/tp_prune.py`). "
+    dated = f" (the data path: {tp['data_path']['date']})" if "data_path" in tp else ""
+    lines += ["", f"{tp['machine']}, {tp['date']}{dated}, random weights; Torch-Pruning: `MetaPruner` + "
+              "`GroupMagnitudeImportance` to the same MACs unless said (end to end: `benchmarks/tp_prune.py`). "
               "Every figure and command: [throughput_cpu.md](benchmarks/results/throughput_cpu.md)."]
     return "\n".join(lines)
 

@@ -7,7 +7,10 @@ regression, in closed form, of the *unpruned* model's output of that layer on th
 *pruned* model's surviving inputs (ThiNet, Luo et al. 2017, and channel pruning,
 He et al. 2017, reconstruct layers the same way). Consumers are refit in the order
 the model runs them, each on the inputs the already refit layers before it give,
-so errors do not pile up from layer to layer.
+so errors do not pile up from layer to layer. That takes one pass of each model over
+the images, side by side (:func:`lockstep_refit`): the unpruned model's forward, in a
+thread, hands each layer's targets to the pruned model's forward, which fits the layer
+when it reaches it.
 
 It is the data-driven counterpart of ``MRPConfig.compensate`` (which folds a removed
 channel into one partner with a fixed scale): the survivors of a community carry
@@ -32,9 +35,12 @@ from .linalg import gram
 from .plan import PruningPlan
 from .redundancy.calibration import input_rows, is_dense, row_count
 
-__all__ = ["refit", "RIDGE"]
+__all__ = ["refit", "RIDGE", "REFIT_IMAGES", "lockstep_refit", "forward_order"]
 
 RIDGE = 1e-3  # times the mean input energy: keeps the solve well posed when inputs are collinear
+# the refit's pass holds both models' activations for all its images at once, so its memory grows
+# with them (benchmarks/results/throughput_cpu.md): it reads at most this many calibration images
+REFIT_IMAGES = 256
 
 
 class _Stop(Exception):
@@ -102,7 +108,8 @@ def _hooked_run(module: nn.Module, names: list[str], images: torch.Tensor, on_in
         raise ModelError(f"{sorted(left)[0]} did not run on the calibration batch")
 
 
-def _forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> list[str]:
+def forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> list[str]:
+    """The modules in ``names`` in the order ``model`` first runs them (on one image)."""
     order = []
     handles = [model.get_submodule(n).register_forward_pre_hook(lambda _m, _a, n=n: order.append(n)) for n in names]
     try:
@@ -133,20 +140,24 @@ def _kept_columns(layer: nn.Module, removed: list[np.ndarray]) -> torch.Tensor:
     return torch.as_tensor(keep, device=layer.weight.device)
 
 
-def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: torch.Tensor, ridge: float) -> None:
-    """Set ``layer``'s weights on ``cols`` to the ridge regression of ``target`` on ``x_kept``.
+def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: torch.Tensor | None,
+           ridge: float) -> None:
+    """Set ``layer``'s weights on ``cols`` (all: None) to the ridge regression of ``target`` on ``x_kept``.
 
     The products over rows are taken in float32, the solve in float64: on the demo the
     refit model's accuracy is the same to the last test image as with float64 products
     (3 seeds), at a fraction of the time (32,768 rows x 4,608 columns for a 3x3
     convolution of 512 inputs).
     """
-    x = x_kept[:, cols].float()
+    x = (x_kept if cols is None else x_kept[:, cols]).float()
     xx = gram(x.T).double()  # x^T x from its upper blocks
     xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
     w = torch.linalg.solve(xx, (x.T @ target.float()).double()).T  # [out, kept columns]
     flat = layer.weight.view(layer.weight.shape[0], -1)
-    flat[:, cols] = w.to(flat.dtype)
+    if cols is None:
+        flat.copy_(w)
+    else:
+        flat[:, cols] = w.to(flat.dtype)
 
 
 @torch.no_grad()
@@ -167,7 +178,7 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
         Ridge penalty, relative to the mean diagonal of the inputs' Gram matrix.
     max_rows : int
         At most this many positions (images x output pixels, sampled with ``seed``)
-        per regression.
+        per regression, from the first ``REFIT_IMAGES`` images.
 
     Returns
     -------
@@ -198,24 +209,34 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     plan = dataclasses.replace(plan, merges=[])
     masked = apply_masks(model, plan, groups).eval()
     device = next(model.parameters()).device
-    images = images.to(device)
+    images = images[:REFIT_IMAGES].to(device)
     removed = _removed_inputs(plan, groups)
     was = model.training
     model.eval()
     try:
-        names = [n for n in _forward_order(model, set(removed), images) if is_dense(masked.get_submodule(n))]
-        if names:
-            _lockstep_refit(model, masked, names, removed, images, ridge=ridge, max_rows=max_rows, seed=seed,
-                            progress=progress)
+        names = [n for n in forward_order(model, set(removed), images) if is_dense(masked.get_submodule(n))]
+        layout = {n: (None, _kept_columns(masked.get_submodule(n), removed[n])) for n in names}
+        lockstep_refit(model, masked, layout, images, ridge=ridge, max_rows=max_rows, seed=seed, progress=progress)
     finally:
         model.train(was)
     return masked, plan
 
 
-def _lockstep_refit(model, masked, names, removed, images, *, ridge, max_rows, seed, progress) -> None:
-    """Both passes of :func:`refit`: the unpruned model's in a thread, the masked model's here."""
+def lockstep_refit(model: nn.Module, pruned: nn.Module, layout: dict, images: torch.Tensor, *,
+                   ridge: float = RIDGE, max_rows: int = 32768, seed: int = 0, progress: bool = False) -> None:
+    """Refit the layers of ``pruned`` named in ``layout``, in place, in one pass of both models.
+
+    ``layout[name] = (rows, cols)``, in the order the models run the layers: the unpruned
+    layer's outputs ``rows`` (all: None) are the targets, and the pruned layer's weight
+    columns ``cols`` (all: None) are refit on what it reads. The unpruned model runs in a
+    thread and hands each layer's targets to the pruned model's pass, which fits the layer
+    when it reaches it, before running it.
+    """
     from tqdm.auto import tqdm
 
+    if not layout:
+        return
+    names = list(layout)
     gen = torch.Generator().manual_seed(seed)
     link, failure = _Lockstep(), []
     bar = tqdm(total=len(names), desc="refit", unit="layer", disable=not progress, leave=False)
@@ -223,13 +244,15 @@ def _lockstep_refit(model, masked, names, removed, images, *, ridge, max_rows, s
     def targets(name, layer, x):  # the unpruned pass: rows picked, the unpruned layer's output on them
         n = row_count(layer, x)
         pick = torch.randperm(n, generator=gen)[:max_rows].to(x.device) if n > max_rows else None
-        link.put((name, pick, input_rows(layer, x, pick).float() @ layer.weight.flatten(1).float().T))
+        w = layer.weight.flatten(1).float()
+        rows = layout[name][0]
+        link.put((name, pick, input_rows(layer, x, pick).float() @ (w if rows is None else w[rows]).T))
 
     def fit(name, layer, x):  # the masked pass: the same rows of what the refit layers before give
         got, pick, target = link.get()
         if got != name:
             raise ModelError(f"the unpruned and the pruned model reached {got} and {name} in different orders")
-        _solve(layer, input_rows(layer, x, pick), target, _kept_columns(layer, removed[name]), ridge)
+        _solve(layer, input_rows(layer, x, pick), target, layout[name][1], ridge)
         bar.update()
 
     def unpruned():
@@ -245,7 +268,7 @@ def _lockstep_refit(model, masked, names, removed, images, *, ridge, max_rows, s
     thread = threading.Thread(target=unpruned, name="mrp-refit-targets", daemon=True)
     thread.start()
     try:
-        _hooked_run(masked, names, images, fit)
+        _hooked_run(pruned, names, images, fit)
     except _Failed:
         pass  # the unpruned pass failed: its error is raised below
     finally:

@@ -6,11 +6,14 @@ whole model at once and cached per model state (a fingerprint of its parameters)
 so a pruner step costs one MRP analysis, however many groups Torch-Pruning asks
 about. Two modes:
 
-``srp`` (default)
+``order`` (default)
     MRP's own loop run until every group is at its minimum; a channel's score is the
-    step at which SRP removes it. Global pruning by these scores removes exactly
-    SRP's first channels, and inside any layer a plan's removed channels are the
-    lowest-scored ones.
+    step at which it goes. Without calibration images that is the data-free SRP loop;
+    with them (``MRPImportance(x, calibration=images)``), the data defaults: the
+    ``rebuild`` rule (what the consumers lose once refit) and the ``loss`` allocation
+    (the group whose next channel costs least per MAC saved). Global pruning by these
+    scores removes MRP's first channels, so the counts it keeps per group follow MRP's
+    own allocation, and inside any layer a plan's removed channels are the lowest-scored ones.
 ``partition``
     One batched analysis (features, graphs, one Louvain call for every group), then
     SRP's order replayed inside every group on that fixed partition: the most
@@ -30,6 +33,9 @@ Channels MRP never removes score highest.
 
 ``mrp_pruning_ratio_dict`` gives the per-layer ratios of an SRP plan in the form
 ``pruning_ratio_dict`` expects, so any importance can prune with MRP's ratios.
+
+``refit(original, model, calibration, pruner=None)`` gives any Torch-Pruning result
+MRP's least-squares refit and BN re-estimation (:mod:`.tp_refit`).
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ from ..errors import MRPError
 from ..pruner import plan_mrp
 from ..pruner.state import PlannerState
 from ..redundancy.features import weight_matrix
+from .tp_refit import kept_indices, refit
 
-__all__ = ["MRPImportance", "mrp_pruning_ratio_dict", "srp_scores", "partition_scores"]
+__all__ = ["MRPImportance", "mrp_pruning_ratio_dict", "order_scores", "partition_scores", "refit", "kept_indices"]
 
 
 def _input_size(example_inputs) -> tuple[int, ...]:
@@ -56,9 +63,13 @@ def _input_size(example_inputs) -> tuple[int, ...]:
     return tuple(x.shape[1:])
 
 
-def srp_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig) -> dict[str, np.ndarray]:
-    """Per group: the SRP step at which each channel goes (``srp`` mode of the module docstring)."""
-    p = plan_mrp(model, groups, None, config.replace_with(allocation="srp"))  # SRP's order, to the end
+def order_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig,
+                 calibration: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Per group: the step at which each channel goes in MRP's removal order run to the end
+    (``order`` mode of the module docstring): SRP's without ``calibration``, the ``loss``
+    allocation's with it."""
+    config = config.replace_with(allocation="loss" if calibration is not None else "srp")
+    p = plan_mrp(model, groups, None, config, calibration=calibration)
     out = {g.id: np.full(g.size, np.inf) for g in groups}
     for t in p.trajectory:
         out[t["group"]][t["channel"]] = t["step"]
@@ -98,7 +109,7 @@ def partition_scores(model: nn.Module, groups: ChannelGroups, config: MRPConfig)
 
 
 class MRPImportance(tp.importance.Importance):
-    """Torch-Pruning importance from MRP's redundancy (lowest = most replaceable).
+    """Torch-Pruning importance from MRP (lowest = what MRP removes first).
 
     Parameters
     ----------
@@ -106,15 +117,22 @@ class MRPImportance(tp.importance.Importance):
         An input batch of the model (its shape sets where MACs are counted).
     config : MRPConfig, optional
         Features, threshold, Louvain backend, replace rule.
-    mode : {"srp", "partition"}
-        Exact SRP order, or the one-partition approximation (module docstring).
+    mode : {"order", "partition"}
+        MRP's exact removal order, or the one-partition approximation (data-free only;
+        module docstring).
+    calibration : Tensor, optional
+        Training images: the scores come from MRP's data defaults (module docstring).
     """
 
-    def __init__(self, example_inputs, config: MRPConfig | None = None, mode: str = "srp"):
-        if mode not in ("srp", "partition"):
-            raise ValueError(f"mode must be 'srp' or 'partition', got {mode!r}")
+    def __init__(self, example_inputs, config: MRPConfig | None = None, mode: str = "order", *,
+                 calibration: torch.Tensor | None = None):
+        if mode not in ("order", "partition"):
+            raise ValueError(f"mode must be 'order' or 'partition', got {mode!r}")
+        if mode == "partition" and calibration is not None:
+            raise ValueError("mode='partition' reads weight features: it takes no calibration images")
         self.input_size = _input_size(example_inputs)
-        self.config = (config or MRPConfig()).resolved(has_data=False)  # weight features: no calibration here
+        self.calibration = calibration
+        self.config = (config or MRPConfig()).resolved(has_data=calibration is not None)
         self.mode = mode
         self._key = None
         self._scores: dict[str, np.ndarray] = {}
@@ -130,8 +148,10 @@ class MRPImportance(tp.importance.Importance):
         if key == self._key:
             return
         groups = build_groups(model, self.input_size, device=next(model.parameters()).device)
-        score = srp_scores if self.mode == "srp" else partition_scores
-        self._scores = score(model, groups, self.config)
+        if self.mode == "order":
+            self._scores = order_scores(model, groups, self.config, self.calibration)
+        else:
+            self._scores = partition_scores(model, groups, self.config)
         # every producer's output position -> (group, channel)
         self._position = {}
         for g in groups:

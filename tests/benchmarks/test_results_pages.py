@@ -9,9 +9,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import data_path  # noqa: E402
 import gpu_bench  # noqa: E402
 import louvain_quality  # noqa: E402
 import quality  # noqa: E402
+import refit_study  # noqa: E402
 import results_page  # noqa: E402
 import ri_study  # noqa: E402
 import threshold_sweep  # noqa: E402
@@ -30,6 +32,8 @@ PAGES = [  # (page, JSON, how the script renders it)
     ("zoo.md", "zoo.json", zoo_sweep.markdown),
     ("zoo_timm.md", "zoo_timm.json", zoo_sweep.markdown),
     ("gpu_check_cpu/gpu_check.md", "gpu_check_cpu/gpu_check.json", gpu_bench.markdown),
+    ("gpu_check_cpu/gpu_data_path.md", "gpu_check_cpu/gpu_data_path.json", data_path.gpu_markdown),
+    ("refit_study.md", "refit_study.json", refit_study.markdown),
     ("warm_start.md", "warm_start.json", lambda r: warm_start.markdown(r, warm_start.read_quality(RESULTS))),
 ]
 

@@ -6,7 +6,7 @@ import torch_pruning as tp
 from mrp_gpu.api import plan
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.dependency.groups import build_groups
-from mrp_gpu.integrations.torch_pruning import MRPImportance, mrp_pruning_ratio_dict, srp_scores
+from mrp_gpu.integrations.torch_pruning import MRPImportance, mrp_pruning_ratio_dict, order_scores
 from mrp_gpu.models import create_model
 
 
@@ -25,8 +25,8 @@ def _prune_to(model, x, importance, target, steps, **kw):
 
 
 @pytest.mark.parametrize("name,size,mode,global_pruning", [
-    ("resnet56", (3, 32, 32), "srp", True),
-    ("resnet56", (3, 32, 32), "srp", False),
+    ("resnet56", (3, 32, 32), "order", True),
+    ("resnet56", (3, 32, 32), "order", False),
     ("resnet50", (3, 64, 64), "partition", True),
 ])
 def test_meta_pruner_with_mrp_importance_reaches_the_target(name, size, mode, global_pruning):
@@ -69,7 +69,7 @@ def test_ratio_dict_reproduces_the_srp_plan_with_any_importance():
 def test_mrp_importance_ranks_the_plans_channels_lowest():
     model = create_model("demo")
     groups = build_groups(model, (1, 28, 28))
-    scores = srp_scores(model, groups, MRPConfig().resolved(has_data=False))
+    scores = order_scores(model, groups, MRPConfig().resolved(has_data=False))
     touched = []
     for target in (0.1, 0.5):
         p = plan(model, (1, 28, 28), target_flops=target, groups=groups, config=MRPConfig(allocation="srp"))
@@ -88,3 +88,16 @@ def test_groups_mrp_does_not_prune_get_no_score():
     DG = tp.DependencyGraph().build_dependency(model, x)
     fc_group = DG.get_pruning_group(model.fc, tp.prune_linear_out_channels, list(range(10)))
     assert MRPImportance(x, mode="partition")(fc_group) is None
+
+
+def test_with_calibration_the_scores_are_the_data_defaults_order(demo, demo_groups):
+    images = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    config = MRPConfig().resolved(has_data=True)
+    scores = order_scores(demo, demo_groups, config, images)
+    p = plan(demo, (1, 28, 28), target_flops=0.3, groups=demo_groups, calibration=images)
+    assert p.config["allocation"] == "loss" and p.config["replace"] == "rebuild"
+    for g in demo_groups:
+        removed = set(p.removed(g.id).tolist())
+        assert removed == set(np.argsort(scores[g.id], kind="stable")[: len(removed)].tolist()), g.id
+    with pytest.raises(ValueError, match="takes no calibration"):
+        MRPImportance(images[:1], mode="partition", calibration=images)
