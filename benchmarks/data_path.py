@@ -61,11 +61,11 @@ def run_mrp(name: str, images: int, target: float, device: str = "cpu") -> dict:
     config = mrp_gpu.MRPConfig(device=device)
     sw.device = device
     with sw.lap("trace"):
-        groups = build_groups(model, size)
+        groups = build_groups(model, size, device=device)
     resolved = config.resolve(True, groups)[0]
     with sw.lap("calibration"):
         cal = calibrate(model, groups, resolved, x)
-    inner = Stopwatch()
+    inner = Stopwatch(device)
     with sw.lap("plan"):
         plan = mrp_gpu.plan(model, size, target_flops=target, config=config, groups=groups, calibration=cal,
                             stopwatch=inner)

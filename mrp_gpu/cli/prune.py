@@ -47,6 +47,7 @@ def _cmd_prune(args) -> int:
     from ..api import plan as make_plan
     from ..dependency.groups import build_groups
     from ..executor import slice_model
+    from ..finetune import resolve_device
     from ..pruner import calibrate
     from ..timing import Stopwatch
 
@@ -57,6 +58,8 @@ def _cmd_prune(args) -> int:
     sw = Stopwatch()
     with sw.lap("load"):
         model, size, kwargs = model_from_args(args)
+        sw.device = resolve_device(config.device)  # the whole data path runs on the model's device
+        model = model.to(sw.device)
     with sw.lap("data"):
         calibration = calibration_for(args, config, size)
     with sw.lap("trace"):
@@ -65,7 +68,7 @@ def _cmd_prune(args) -> int:
         with sw.lap("calibration"):  # the one pass the plan reads, made here to be timed and shown apart
             calibration = calibrate(model, groups, config.resolve(True, groups)[0], calibration,
                                     progress=not args.quiet)
-    inner = Stopwatch()
+    inner = Stopwatch(sw.device)
     with sw.lap("plan"):
         plan = make_plan(model, size, target_flops=args.target_flops, target_params=args.target_params,
                          method=args.method, config=config, groups=groups, model_name=args.model,
