@@ -195,7 +195,8 @@ def gpu_markdown(result: dict) -> str:
     for key, r in result["rows"].items():
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
         cuda = f"{r['peak_cuda_mb']:.0f}" if "peak_cuda_mb" in r else ""
-        lines.append(f"| {key} | {r['process_seconds']:.1f} | {stages} | {r['peak_rss_mb']:.0f} | {cuda} |")
+        run = key.replace("|", ", ")
+        lines.append(f"| {run} | {r['process_seconds']:.1f} | {stages} | {r['peak_rss_mb']:.0f} | {cuda} |")
     if not result["cuda"]:
         lines += ["", "CUDA: skipped (no CUDA device on this machine)."]
     return "\n".join(lines) + "\n"
