@@ -3,9 +3,10 @@
 ``pass`` is the product (``mrp_gpu.refit.refit``): each consumer of a pruned channel is
 fit on the pruned model's own inputs, the refit layers before it included, in one
 lockstep pass of the unpruned and the pruned model. ``covariance`` needs no pass: each
-consumer is fit on the *unpruned* inputs, from their second moments measured in one
-pass of the unpruned model (what the plan's calibration pass measures), i.e.
-``W' = W E[x x_S^T] (E[x_S x_S^T] + r)^-1``. Both start from the same MRP plan (data
+consumer is fit on the *unpruned* inputs, from their covariance measured in one pass of
+the unpruned model (what the plan's calibration pass measures), i.e.
+``W' = W C[:, S] (C[S, S] + r)^-1`` with ``C`` the centred covariance, and a layer with a
+bias gets back the mean its output lost. Both start from the same MRP plan (data
 defaults, 256 calibration images, -50 % MACs), both re-estimate the BN statistics on
 the calibration images after; the test accuracy is read then, and once more after the
 BN statistics are re-estimated on 2,000 training images (``quality.py``'s ``recal``).

@@ -114,7 +114,7 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
 
 def plan(model: nn.Module, input_size, *, target_flops: float | None = None, target_params: float | None = None,
          method: str = "mrp", config: MRPConfig | None = None, groups: ChannelGroups | None = None,
-         model_name: str = "model", progress: bool = False, calibration: torch.Tensor | None = None,
+         model_name: str = "model", progress: bool = False, calibration: torch.Tensor | Calibration | None = None,
          stopwatch: Stopwatch | None = None) -> PruningPlan:
     """Decide which channels to remove so that the target is met.
 

@@ -20,6 +20,7 @@ the quality study can give the baselines the same step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -54,7 +55,7 @@ class _Failed(Exception):
 class _Lockstep:
     """A bounded queue between the two forward passes of :func:`refit`: the unpruned model's
     pass (a thread) puts each layer's targets, the masked model's pass takes them, so at most
-    ``depth`` layers' targets exist at once and neither pass waits for the other to finish.
+    ``depth`` layers' targets wait at once (plus the one being made and the one being used).
     ``close`` wakes whichever side waits when the other one stops."""
 
     def __init__(self, depth: int = 2):
@@ -230,7 +231,8 @@ def lockstep_refit(model: nn.Module, pruned: nn.Module, layout: dict, images: to
     layer's outputs ``rows`` (all: None) are the targets, and the pruned layer's weight
     columns ``cols`` (all: None) are refit on what it reads. The unpruned model runs in a
     thread and hands each layer's targets to the pruned model's pass, which fits the layer
-    when it reaches it, before running it.
+    when it reaches it, before running it. Both models must be in eval mode. On CUDA the
+    thread works on the caller's current stream.
     """
     from tqdm.auto import tqdm
 
@@ -255,9 +257,12 @@ def lockstep_refit(model: nn.Module, pruned: nn.Module, layout: dict, images: to
         _solve(layer, input_rows(layer, x, pick), target, layout[name][1], ridge)
         bar.update()
 
+    stream = torch.cuda.current_stream() if images.is_cuda else None
+
     def unpruned():
         try:
-            _hooked_run(model, names, images, targets)
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                _hooked_run(model, names, images, targets)
         except _Failed:
             pass
         except BaseException as e:

@@ -62,12 +62,12 @@ def test_ridge_keeps_collinear_inputs_solvable():
 
 
 @pytest.mark.gpu
-def test_the_data_path_on_cuda_keeps_what_the_cpu_keeps(demo):
+def test_the_data_path_on_cuda_keeps_what_the_cpu_keeps(demo, monkeypatch):
     """Calibration pass, plan, refit and BN re-estimation on CUDA, against the same on the CPU
     (TF32 off: the comparison is of the code, not of the hardware's shortcuts)."""
     from mrp_gpu.api import prune
 
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     x = torch.randn(128, *SIZE, generator=torch.Generator().manual_seed(0))
     cpu, p_cpu = prune(demo, SIZE, target_flops=0.5, calibration=x)
     gpu, p_gpu = prune(copy.deepcopy(demo).cuda(), SIZE, target_flops=0.5, calibration=x.cuda(),

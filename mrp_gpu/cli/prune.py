@@ -85,6 +85,7 @@ def _cmd_apply(args) -> int:
     from ..config import MRPConfig
     from ..dependency.groups import build_groups
     from ..executor import slice_model
+    from ..finetune import resolve_device
     from ..plan import PruningPlan
     from ..timing import Stopwatch
 
@@ -98,6 +99,8 @@ def _cmd_apply(args) -> int:
         raise MRPError(f"{args.plan}: this plan was made for {made_for}, not {args.model}")
     with sw.lap("load"):
         model, size, kwargs = model_from_args(args)
+        sw.device = resolve_device("auto")
+        model = model.to(sw.device)
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
     with sw.lap("trace"):

@@ -95,7 +95,7 @@ def _from_history(original: nn.Module, model: nn.Module, pruner, example: torch.
             rows = torch.arange(w.shape[0], dtype=w.dtype).view(-1, *[1] * (w.dim() - 1))
             cols = torch.arange(w.shape[1], dtype=w.dtype).view(1, -1, *[1] * (w.dim() - 2))
             w.copy_(rows * _CODE + cols)
-    graph = tp.DependencyGraph().build_dependency(probe, example.cpu().double()[:1], verbose=False)
+    graph = tp.DependencyGraph().build_dependency(probe, example[:1].cpu().double(), verbose=False)
     graph.load_pruning_history(pruner.pruning_history())
     pruned = _dense(model)
     out = {}
@@ -143,7 +143,10 @@ def refit(original: nn.Module, model: nn.Module, calibration: torch.Tensor, prun
     calibration : Tensor
         Training images (a few hundred are enough), never the test set.
     pruner : Torch-Pruning pruner, optional
-        Maps the channels from its pruning history; without it, by matching weights.
+        Maps the channels from its pruning history, replayed on a dependency graph built
+        with the defaults (a pruner built with ``forward_fn``, ``output_transform``,
+        ``unwrapped_parameters`` or customized pruners is not replayed faithfully: map
+        by weights instead); without it, by matching weights.
 
     Returns
     -------
@@ -161,7 +164,10 @@ def refit(original: nn.Module, model: nn.Module, calibration: torch.Tensor, prun
     from ..finetune import recalibrate_bn
 
     device = next(model.parameters()).device
-    images = calibration.to(device)
+    if next(original.parameters()).device != device:
+        raise ModelError(f"the original model is on {next(original.parameters()).device}, the pruned one on {device}: "
+                         "put both on one device")
+    images = calibration[:REFIT_IMAGES].to(device)
     maps = kept_indices(original, model, pruner, images)
     dense = _dense(original)
     lost = {n: outs for n, (outs, ins) in maps.items() if len(ins) < dense[n].weight.shape[1]}
@@ -172,9 +178,9 @@ def refit(original: nn.Module, model: nn.Module, calibration: torch.Tensor, prun
     try:
         order = forward_order(original, set(lost), images)
         layout = {n: (torch.as_tensor(lost[n], device=device), None) for n in order}
-        lockstep_refit(original, model, layout, images[:REFIT_IMAGES], ridge=ridge, max_rows=max_rows, seed=seed,
+        lockstep_refit(original, model, layout, images, ridge=ridge, max_rows=max_rows, seed=seed,
                        progress=progress)
-        return recalibrate_bn(model, images)
+        return recalibrate_bn(model, calibration)
     except BaseException:
         model.load_state_dict(saved)
         raise
