@@ -37,7 +37,7 @@ from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 from mrp_gpu.redundancy.calibration import CovarianceTaps, is_dense
 from mrp_gpu.redundancy.features import run_hooked
-from mrp_gpu.refit import RIDGE, _removed_inputs, refit
+from mrp_gpu.refit import RIDGE, _kept_columns, _removed_inputs, refit
 
 SEEDS = (0, 1, 2)
 
@@ -56,9 +56,7 @@ def covariance_refit(model, plan, images, groups):
     for name in names:
         layer = masked.get_submodule(name)
         w0 = model.get_submodule(name).weight.flatten(1).double()
-        per = int(np.prod(layer.weight.shape[2:]))
-        gone = np.unique(np.concatenate(removed[name]))
-        cols = torch.as_tensor(np.flatnonzero(~np.isin(np.arange(w0.shape[1]) // per, gone)))
+        cols = _kept_columns(layer, removed[name])
         cov, mean = covs[name], taps.sums[name][1] / taps.sums[name][2]
         css = cov[cols][:, cols].clone()
         css.diagonal().add_(RIDGE * float(css.diagonal().mean()))

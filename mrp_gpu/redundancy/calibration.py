@@ -24,7 +24,7 @@ from ..dependency.groups import ChannelGroups
 from ..linalg import gram
 from .features import ActivationTaps, GroupFeatures, check_finite, run_hooked
 
-__all__ = ["Calibration", "CovarianceTaps", "measure", "input_covariances", "is_dense", "input_rows", "row_count"]
+__all__ = ["Calibration", "CovarianceTaps", "measure", "is_dense", "input_rows", "row_count"]
 
 
 def is_dense(layer: nn.Module) -> bool:
@@ -118,17 +118,6 @@ class CovarianceTaps:
             mean = xs / n
             out[name] = (xx / n).addr_(mean, mean, alpha=-1.0)  # E[x x^T] - mean mean^T
         return out
-
-
-@torch.no_grad()
-def input_covariances(model: nn.Module, names: list[str], batch: torch.Tensor, *, chunk: int = 64,
-                      max_rows: int = 32768, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Covariance of what each dense layer in ``names`` reads on ``batch``, float64:
-    ``{name: [in_features, in_features]}`` over its input rows (:func:`input_rows`), at
-    most ``max_rows`` of them, drawn evenly from the chunks with ``seed``."""
-    taps = CovarianceTaps(names, len(batch), chunk=chunk, max_rows=max_rows, seed=seed)
-    run_hooked(model, taps.hooks(model), batch, chunk)
-    return taps.result()
 
 
 @dataclass(eq=False)

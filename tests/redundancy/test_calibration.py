@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mrp_gpu.redundancy.calibration import input_covariances, input_rows, measure, row_count
+from mrp_gpu.dependency.groups import build_groups
+from mrp_gpu.redundancy.calibration import input_rows, measure, row_count
 from mrp_gpu.redundancy.features import activation_features
 
 
@@ -12,14 +13,19 @@ def test_input_covariances_are_those_of_the_layers_patches():
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 3),
                                 torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5))
     x = torch.randn(10, 2, 6, 6)
-    covs = input_covariances(model, ["2", "4"], x, chunk=4)
+    groups = build_groups(model, (2, 6, 6))
+
+    def input_covariances(names, chunk, **kw):
+        return measure(model, groups, x, consumers=names, chunk=chunk, **kw).covariances
+
+    covs = input_covariances(["2", "4"], chunk=4)
     with torch.no_grad():
         h = model[1](model[0](x))
         patches = F.unfold(h, 3).transpose(1, 2).reshape(-1, 27)  # every 3x3 patch of every image
         flat = model[3](model[2](h))
     torch.testing.assert_close(covs["2"], torch.cov(patches.T.double(), correction=0))
     torch.testing.assert_close(covs["4"], torch.cov(flat.T.double(), correction=0))
-    few = input_covariances(model, ["2"], x, chunk=4, max_rows=30)  # 10 rows from each of 3 chunks
+    few = input_covariances(["2"], chunk=4, max_rows=30)  # 10 rows from each of 3 chunks
     assert few["2"].shape == (27, 27) and not torch.allclose(few["2"], covs["2"])
 
 
@@ -52,7 +58,7 @@ def test_one_pass_measures_the_features_and_the_covariances_the_separate_passes_
     x = torch.randn(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     names = ["layer1.0.conv2", "layer2.0.conv1", "fc"]
     cal = measure(resnet20, resnet20_groups, x, features=True, consumers=names, pool=2, chunk=8, max_rows=500)
-    apart = input_covariances(resnet20, names, x, chunk=8, max_rows=500)
+    apart = measure(resnet20, resnet20_groups, x, consumers=names, chunk=8, max_rows=500).covariances
     feats = activation_features(resnet20, resnet20_groups, x, pool=2, chunk=8)
     assert set(cal.covariances) == set(names)
     assert all(torch.equal(cal.covariances[n], apart[n]) for n in names)
