@@ -17,13 +17,16 @@ Every method prunes the same trained model to the same MACs reduction; then one 
 Methods: ``mrp`` (the package defaults, data-driven: this benchmark always has data),
 ``mrp[field=value;...]`` (``MRPConfig`` changed), ``mrp-paper`` (``--paper``: MRP as
 published, the SRP loop ranking layers by ``R`` alone), ``l1``, ``fpgm``, ``random``, ``uniform`` (mrp_gpu's planners),
-``tp-magnitude`` (Torch-Pruning's ``MetaPruner`` + ``GroupMagnitudeImportance``, global),
+Torch-Pruning's own criteria as its users run them (``quality_tp.py``: ``tp-magnitude``,
+``tp-taylor``, ``tp-hessian``, ``tp-lamp``, ``tp-bnscale``, global; ``tp-taylor-local``, per
+group; the data-driven ones from the calibration images MRP gets, with their labels),
 and two that split MRP's decisions apart: ``mrp-alloc+l1`` (the per-group kept counts
 of MRP's own allocation, the SRP loop, with smallest L1 inside each group) and
 ``uniform+mrp`` (uniform counts, MRP's removal order inside each group; with today's
 defaults the same as ``mrp``). Any method takes
-``[refit=1]`` (least-squares refit of the consumers, ``mrp_gpu.refit``) and
-``[min_channels=...]``. An MRP row is labelled by how its config differs from the
+``[refit=1]`` (least-squares refit of the consumers: ``mrp_gpu.refit``, or for
+Torch-Pruning's methods ``mrp_gpu.integrations.torch_pruning.refit`` given the pruner) and
+``[min_channels=...]`` (mrp_gpu's planners). An MRP row is labelled by how its config differs from the
 defaults of the code that summarises it, so a row run with the defaults of the day
 stays labelled truly when the defaults change; ``"default": true`` marks the rows
 run with the current defaults.
@@ -56,6 +59,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import quality_tp
 import study_rules  # noqa: F401  rules of older rows (mrp[replace=error], ...)
 import torch
 import torch.nn as nn
@@ -65,16 +69,17 @@ from mrp_gpu.api import plan as make_plan
 from mrp_gpu.config import PAPER, MRPConfig
 from mrp_gpu.criteria import group_scores
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader, num_classes
-from mrp_gpu.dependency.groups import build_groups, example_input
+from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.errors import MRPError
 from mrp_gpu.executor import slice_model
 from mrp_gpu.finetune import TrainConfig, evaluate, fit, recalibrate_bn
+from mrp_gpu.integrations.torch_pruning import refit as tp_refit
 from mrp_gpu.io import atomic_write_bytes, atomic_write_text
 from mrp_gpu.models import create_model, default_input_size, load_weights
 from mrp_gpu.pruner import plan_from_orders
 
 PROTOCOLS = ("recal", "finetune", "scratch")
-METHODS = ("mrp", "mrp-paper", "l1", "fpgm", "random", "uniform", "tp-magnitude", "mrp-alloc+l1", "uniform+mrp")
+METHODS = ("mrp", "mrp-paper", "l1", "fpgm", "random", "uniform", "mrp-alloc+l1", "uniform+mrp", *quality_tp.METHODS)
 BUDGETS = {
     "cpu": {"models": ["demo", "vgg_demo"], "targets": [0.5, 0.7], "seeds": 3, "finetune_epochs": 3,
             "scratch_epochs": 3, "train_subset": 20000, "train_epochs": 0, "lr": 0.01, "scratch_lr": 0.1},
@@ -157,33 +162,24 @@ def label(base: str, config: dict) -> str:
                                  for k, v in sorted(diff.items())) + "]"
 
 
-def prune_tp(model, size, target: float):
-    """Torch-Pruning's magnitude pruner, global ranking, stepped until the MACs target holds."""
-    import torch_pruning as tp
+def prune(base: str, config: MRPConfig, model, size, target, calibration, labels=None, tp_cache=None):
+    """(pruned model, MACs reduction, kept counts per group) for one method.
 
-    model = copy.deepcopy(model)
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # the copy's own
-    x = example_input(size)
-    base, _ = tp.utils.count_ops_and_params(model, x)
-    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                  pruning_ratio=0.95, global_pruning=True, iterative_steps=400,
-                                  ignored_layers=[classifier])
-    macs = base
-    for _ in range(400):
-        if macs <= (1 - target) * base:
-            break
-        pruner.step()
-        macs, _ = tp.utils.count_ops_and_params(model, x)
-    return model, 1 - macs / base
-
-
-def prune(base: str, config: MRPConfig, model, size, target, calibration):
-    """(pruned model, MACs reduction, kept counts per group) for one method."""
+    A Torch-Pruning pruning is kept in ``tp_cache`` (a dict) for the next run of the same
+    criterion, target and (for the data-driven ones) seed: its ``[refit=1]`` twin refits
+    that same pruned model."""
     if base == "none":
         return copy.deepcopy(model), 0.0, {}
-    if base == "tp-magnitude":
-        pruned, reduction = prune_tp(model, size, target)
-        return pruned, reduction, {}
+    if base in quality_tp.METHODS:
+        tp_cache = {} if tp_cache is None else tp_cache
+        key = (base, target, config.seed if base in quality_tp.NEEDS_DATA else None)
+        if tp_cache.get("key") != key:
+            tp_cache.update(zip(("pruned", "reduction", "pruner"),
+                                quality_tp.prune(base, model, size, target, calibration, labels)), key=key)
+        pruned = copy.deepcopy(tp_cache["pruned"])
+        if config.refit:
+            tp_refit(model, pruned, calibration, tp_cache["pruner"])
+        return pruned, tp_cache["reduction"], {}
     groups = build_groups(model, size)
     if base == "mrp-alloc+l1":
         counts = make_plan(model, size, target_flops=target, config=config, groups=groups,
@@ -237,6 +233,7 @@ class Bench:
         self.train = get_dataset(args.data, train=True, input_size=self.size, root=args.data_root)
         self.recal = calibration_batch(args.data, self.size, n=budget["recal_images"], root=args.data_root)
         self.model = self._baseline(out)
+        self.tp_cache: dict = {}  # a Torch-Pruning pruning, for its [refit=1] twin
 
     def _baseline(self, out: Path):
         """The trained model every method starts from: shipped, or trained here once."""
@@ -269,13 +266,14 @@ class Bench:
     def run(self, protocol: str, method: str, target: float, seed: int) -> dict:
         base, config = ("none", MRPConfig(seed=seed)) if method == "none" else parse_method(method, seed)
         config = config.resolved(has_data=True)
-        calibration = None
-        if config.features == "activation" or config.refit:  # training images, never the test set
-            calibration = calibration_batch(self.args.data, self.size, n=config.calib_size,
-                                            root=self.args.data_root, seed=seed)
+        calibration = labels = None
+        if config.features == "activation" or config.refit or base in quality_tp.NEEDS_DATA:
+            calibration, labels = calibration_batch(self.args.data, self.size, n=config.calib_size,  # never test
+                                                    root=self.args.data_root, seed=seed, labels=True)
         t0 = time.time()
         torch.manual_seed(seed)
-        pruned, reduction, counts = prune(base, config, self.model, self.size, target, calibration)
+        pruned, reduction, counts = prune(base, config, self.model, self.size, target, calibration, labels,
+                                          self.tp_cache)
         run = {"model": self.name, "protocol": protocol, "tag": protocol_tag(protocol, self.budget),
                "target": target, "base": base, "method": method, "config": config.to_dict(), "seed": seed,
                "macs_reduction": round(reduction, 6), "kept": counts, "plan_seconds": round(time.time() - t0, 1)}
@@ -339,8 +337,9 @@ def _cell(model: str, tag: str, target: float, name: str) -> tuple:
 
 
 def missing(result: dict) -> list[str]:
-    """Cells of every requested grid that have fewer runs than the seeds asked for (a grid's
-    methods are named by the labels they had when it was requested)."""
+    """Cells of every requested grid that have fewer runs than the seeds asked for. A grid pins
+    the config each of its methods meant when it was requested, labelled here by today's
+    defaults, so a later default change neither hides its runs nor renames its gaps."""
     have = {}
     for s in summarize(result):
         cell = _cell(s["model"], s["protocol"], s["target"], s["method"])
@@ -354,8 +353,8 @@ def missing(result: dict) -> list[str]:
                         if method == "none" and target != grid["targets"][0]:
                             continue
                         try:  # a grid written by newer code may name options this code lacks
-                            name = method if method == "none" else (
-                                grid.get("labels", {}).get(method) or label(*_base_config(method)))
+                            pin = grid.get("pins", {}).get(method)
+                            name = method if method == "none" else label(*(pin or _base_config(method)))
                         except (SystemExit, MRPError):
                             continue
                         n = have.get(_cell(model, tag, target, name), 0)
@@ -519,9 +518,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--protocols: choose from {', '.join(PROTOCOLS)}")
     methods = [m for m in _split_methods(args.methods)]
     for m in methods:
-        base, config = parse_method(m, 0)  # a typo fails now, not after an hour of training
-        if base == "tp-magnitude" and config.refit:
-            raise SystemExit("tp-magnitude prunes inside Torch-Pruning: it takes no refit")
+        parse_method(m, 0)  # a typo fails now, not after an hour of training
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -531,9 +528,9 @@ def main(argv=None) -> int:
     command = " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(argv)
     tags = [protocol_tag(p, budget) for p in protocols]
 
-    # the labels pin what each method meant under today's defaults (a later default change renames rows)
+    # the pins keep what each method means under today's defaults (a later default change renames rows)
     grid = {"models": budget["models"], "tags": tags, "targets": budget["targets"], "methods": ["none", *methods],
-            "seeds": budget["seeds"], "labels": {m: label(*_base_config(m)) for m in methods}}
+            "seeds": budget["seeds"], "pins": {m: list(_base_config(m)) for m in methods}}
 
     def start(result):
         commands, grids = result.get("commands", []), result.get("grids", [])

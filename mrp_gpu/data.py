@@ -150,11 +150,14 @@ def make_loader(dataset: Dataset, *, batch_size: int, train: bool, workers: int 
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
-def calibration_batch(name: str, input_size, *, n: int = 256, root=None, seed: int = 0) -> torch.Tensor:
-    """``n`` training images (no augmentation), a fixed random subset for a given seed.
+def calibration_batch(name: str, input_size, *, n: int = 256, root=None, seed: int = 0, labels: bool = False):
+    """``n`` training images (no augmentation), a fixed random subset for a given seed;
+    with ``labels=True``, ``(images, labels)`` (the same images, for criteria that take a loss).
 
     Training images, so that the test set stays unseen by the pruner.
     """
     ds = get_dataset(name, train=True, input_size=input_size, root=root, augment=False)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
-    return torch.stack([ds[i][0] for i in idx.tolist()])
+    samples = [ds[i] for i in idx.tolist()]
+    images = torch.stack([x for x, _ in samples])
+    return (images, torch.tensor([int(y) for _, y in samples])) if labels else images

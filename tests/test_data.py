@@ -33,6 +33,10 @@ def test_fashion_mnist_from_gz_files(tmp_path, tmp_cache):
     assert x3.shape == (3, 32, 32)
     batch = calibration_batch("fashion-mnist", (1, 28, 28), n=5, root=tmp_path / "fm")
     assert batch.shape == (5, 1, 28, 28)
+    images, labels = calibration_batch("fashion-mnist", (1, 28, 28), n=5, root=tmp_path / "fm", labels=True)
+    assert torch.equal(images, batch) and labels.shape == (5,) and labels.dtype == torch.int64
+    chosen = torch.randperm(12, generator=torch.Generator().manual_seed(0))[:5].tolist()
+    assert [ds[i][1] for i in chosen] == labels.tolist()
 
 
 def test_missing_data_says_what_to_install(tmp_path):

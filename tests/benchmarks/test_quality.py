@@ -60,7 +60,7 @@ def test_summary_markdown_and_what_is_missing():
     assert "| **mrp** | 91.00 ± 1.41 (n=2) |" in text and "l1[refit=1]: 1 of 2 seeds" in text
 
 
-def test_a_grid_keeps_the_labels_its_methods_had_when_requested():
+def test_a_grid_keeps_the_configs_its_methods_had_when_requested():
     # "mrp" asked for when another rule was the default was run with that rule: its runs are
     # labelled by the difference now, and the grid's pinned label finds them
     old = parse_method("mrp[allocation=uniform;replace=reconstruction]", 0)
@@ -68,5 +68,8 @@ def test_a_grid_keeps_the_labels_its_methods_had_when_requested():
     grid = {"models": ["demo"], "tags": ["recal 2000 images"], "targets": [0.5], "methods": ["mrp"], "seeds": 1}
     result = {"runs": [run], "grids": [grid]}
     assert missing(result) == ["demo, recal 2000 images, -50%, mrp: 0 of 1 seeds"]  # unpinned: today's meaning
-    grid["labels"] = {"mrp": "mrp[allocation=uniform;replace=reconstruction]"}
+    grid["pins"] = {"mrp": ["mrp", old[1].resolved(has_data=True).to_dict()]}
     assert missing(result) == []
+    result["runs"] = []  # a gap is named by the pinned config, labelled by today's defaults
+    gap = "demo, recal 2000 images, -50%, mrp[allocation=uniform;replace=reconstruction]: 0 of 1 seeds"
+    assert missing(result) == [gap]
