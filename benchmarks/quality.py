@@ -75,7 +75,7 @@ from mrp_gpu.executor import slice_model
 from mrp_gpu.finetune import TrainConfig, evaluate, fit, recalibrate_bn
 from mrp_gpu.integrations.torch_pruning import refit as tp_refit
 from mrp_gpu.io import atomic_write_bytes, atomic_write_text
-from mrp_gpu.models import create_model, default_input_size, load_weights
+from mrp_gpu.models import SHIPPED, create_model, default_input_size, load_weights
 from mrp_gpu.pruner import plan_from_orders
 
 PROTOCOLS = ("recal", "finetune", "scratch")
@@ -86,7 +86,6 @@ BUDGETS = {
     "gpu": {"models": ["resnet56", "resnet110"], "targets": [0.5, 0.7], "seeds": 3, "finetune_epochs": 30,
             "scratch_epochs": 160, "train_subset": 0, "train_epochs": 160, "lr": 0.01, "scratch_lr": 0.1},
 }
-SHIPPED = {"demo", "vgg_demo"}
 # MRPConfig fields that left the product, at the value every run without them had: older rows keep their labels
 RETIRED = {"bn_scale": False, "corrected_dim": True, "floor_communities": False}
 MRP_BASES = {"mrp", "mrp-paper", "uniform+mrp", "mrp-alloc+l1"}

@@ -48,6 +48,7 @@ PAGES = [
                                          "([before](profile_resnet50_data64_before.md) the one-pass refit)"),
     ("ri_study.md", "which channel of a community goes (30 % of one layer at a time); "
                     "[at 70 %](ri_study_70/ri_study.md)"),
+    ("reconstruct_study.md", "a short output reconstruction after the default, without retraining (a screen)"),
     ("threshold_sweep.md", "the edge threshold: per-layer R and the accuracy it leads to"),
     ("louvain_quality.md", "Louvain engines: modularity and time against igraph"),
     ("warm_start.md", "warm-started communities in the SRP loop"),

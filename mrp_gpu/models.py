@@ -10,7 +10,8 @@ Every entry knows its default input shape, so no command needs a shape flag::
 Weights come from a local file (``.safetensors``, or a state_dict read with
 ``torch.load(..., weights_only=True)``), from a torchvision weights enum name
 (``IMAGENET1K_V2``), or, for the shipped models (``demo``: ResNet-20, ``vgg_demo``: a
-plain VGG-style CNN, both trained on Fashion-MNIST), from the files shipped with the package.
+plain VGG-style CNN, ``resnet56_demo``: ResNet-56, the paper's depth; all trained on
+Fashion-MNIST), from the files shipped with the package.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ __all__ = [
 ]
 
 ZOO_DIR = Path(__file__).parent / "zoo"
-SHIPPED = ("demo", "vgg_demo")  # trained here; weights and model card in zoo/NAME.safetensors, NAME.json
+# trained here; weights and model card in zoo/NAME.safetensors, NAME.json
+SHIPPED = ("demo", "vgg_demo", "resnet56_demo")
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,9 @@ class VGG(nn.Module):
 _register("vgg16_cifar")(lambda num_classes=10, in_chans=3: VGG(_VGG16, num_classes, in_chans))
 _register("demo", input_size=(1, 28, 28))(
     lambda num_classes=10, in_chans=1: CifarResNet(20, num_classes, in_chans)
+)
+_register("resnet56_demo", input_size=(1, 28, 28))(
+    lambda num_classes=10, in_chans=1: CifarResNet(56, num_classes, in_chans)
 )
 _register("vgg_demo", input_size=(1, 28, 28))(
     lambda num_classes=10, in_chans=1: VGG(_VGG_DEMO, num_classes, in_chans)
@@ -322,13 +327,14 @@ def create_model(
     Parameters
     ----------
     name : str
-        ``resnet20/32/44/56/110``, ``vgg16_cifar``, ``demo``, ``vgg_demo``, any torchvision
+        ``resnet20/32/44/56/110``, ``vgg16_cifar``, the shipped ``demo``, ``vgg_demo`` and
+        ``resnet56_demo``, any torchvision
         classification model (``resnet50``, ``mobilenet_v2``, ...), or ``timm/<name>`` for
         any timm architecture (``pip install "mrp_gpu[timm]"``; weights from a local file).
     num_classes, in_chans : int, optional
         Output classes and input channels; the entry's defaults when None.
     weights : str or Path or None
-        ``"default"``: the shipped weights for ``demo`` and ``vgg_demo``, random initialisation
+        ``"default"``: the shipped weights of a shipped model, random initialisation
         otherwise; ``None``: random initialisation; a path: a local state_dict;
         any other string: a torchvision weights enum name such as ``IMAGENET1K_V2``
         (never downloaded for timm).
