@@ -237,8 +237,8 @@ def execute(model: nn.Module, plan: PruningPlan, groups: ChannelGroups, config: 
     model with its consumers refit by least squares on the ``calibration`` images (and its
     BN statistics re-estimated on them) and the plan without merges
     (:func:`mrp_gpu.refit.refit`; ``stopwatch`` gets ``refit`` and ``bn`` laps)."""
-    config = (config or MRPConfig()).resolved(calibration is not None)
-    if not config.refit:
+    config = config or MRPConfig()
+    if not (calibration is not None if config.refit == "auto" else config.refit):  # only ``refit`` is read here
         return model, plan
     if calibration is None:
         raise MRPError("refit needs calibration images (training data): pass calibration= or --data")

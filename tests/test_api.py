@@ -107,3 +107,16 @@ def test_all_zero_filters_and_one_channel_groups():
     assert report["3"].communities >= 6  # zero filters have no edge: each its own community
     pruned, p = mrp_gpu.prune(model, (3, 16, 16), target_flops=0.2)
     assert p.kept_count("0") == 1 and pruned(torch.randn(2, 3, 16, 16)).shape == (2, 4)
+
+
+def test_execute_without_refit_needs_no_data_whatever_the_rule(resnet20):
+    """A config resolved with data (``rebuild``) but without the refit: nothing to execute, no images asked."""
+    from mrp_gpu.api import execute
+
+    groups = mrp_gpu.dependency.groups.build_groups(resnet20, (3, 32, 32))
+    p = mrp_gpu.plan(resnet20, (3, 32, 32), target_flops=0.3, method="l1", groups=groups)
+    config = MRPConfig(refit=False).resolved(has_data=True)
+    assert config.replace == "rebuild"
+    assert execute(resnet20, p, groups, config) == (resnet20, p)
+    with pytest.raises(MRPError, match="refit needs calibration images"):
+        execute(resnet20, p, groups, MRPConfig(refit=True))
