@@ -1,8 +1,8 @@
 """Does a short output reconstruction close the post-training gap? A screen of the lever.
 
 MRP's data defaults (plan, least-squares refit, BN on the 256 calibration images) leave
-the demo 0.8 / 2.1 points under the unpruned model at -50 / -70 % MACs without
-retraining. Post-training quantisation closes such gaps by reconstructing outputs with
+the demo short of the unpruned model without retraining (``quality_cpu.md``).
+Post-training quantisation closes such gaps by reconstructing outputs with
 a few gradient steps on the calibration images (BRECQ and its kin). This screen tries
 the cheapest, architecture-free form: after the default, Adam steps (cosine schedule,
 batch 64, random 2-pixel crop and flip) on the mean squared error between the pruned
