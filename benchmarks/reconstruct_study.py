@@ -48,7 +48,8 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def reconstruct(student, teacher, images, *, steps: int, lr: float, batch: int = 64, seed: int = 0):
     """``student`` trained in place towards ``teacher``'s logits on ``images`` (BN frozen)."""
     g = torch.Generator().manual_seed(seed)
-    student.eval(), teacher.eval()
+    student.eval()
+    teacher.eval()
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
