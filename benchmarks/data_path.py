@@ -62,7 +62,7 @@ def run_mrp(name: str, images: int, target: float, device: str = "cpu") -> dict:
     sw.device = device
     with sw.lap("trace"):
         groups = build_groups(model, size, device=device)
-    resolved = config.resolve(True, groups)[0]
+    resolved = config.resolve(True)[0]
     with sw.lap("calibration"):
         cal = calibrate(model, groups, resolved, x)
     inner = Stopwatch(device)

@@ -17,6 +17,12 @@ from the calibration images MRP gets and their labels:
     ``torch.func.vmap`` pass gives the same mean for all images.
 
 ``tp-magnitude``, ``tp-lamp`` and ``tp-bnscale`` read the weights only.
+
+A ViT is pruned as Torch-Pruning's ViT examples prune it: every ``nn.MultiheadAttention``
+named with its heads (``num_heads``), so the stream loses the same width from every
+head (``prune_head_dims``), and the model's ``hidden_dim`` updated after each step.
+Torch-Pruning's slicer leaves q's scale as it was, so the scores' softmax temperature
+changes with the head width (mrp_gpu's slicer rescales q): that is part of its result.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch_pruning as tp
 from torch.func import functional_call, grad, vmap
 
 from mrp_gpu.dependency.groups import example_input
+from mrp_gpu.dependency.transformer import fix_widths
 
 RATIO, STEPS = 0.9, 180  # at most 0.5 % of the channels per step: about a point of MACs
 
@@ -74,9 +81,10 @@ def prune(method: str, model: nn.Module, size, target: float, images=None, label
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # the copy's own
     x = example_input(size)
     base, _ = tp.utils.count_ops_and_params(model, x)
+    heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     pruner = tp.pruner.MetaPruner(model, x, importance=IMPORTANCES[method](), pruning_ratio=RATIO,
                                   global_pruning=not method.endswith("-local"), iterative_steps=STEPS,
-                                  ignored_layers=[classifier])
+                                  ignored_layers=[classifier], num_heads=heads)
     macs = base
     for _ in range(STEPS):
         if macs <= (1 - target) * base:
@@ -84,6 +92,7 @@ def prune(method: str, model: nn.Module, size, target: float, images=None, label
         if method in GRADIENTS:
             GRADIENTS[method](model, images, labels)
         pruner.step()
+        fix_widths(model)
         macs, _ = tp.utils.count_ops_and_params(model, x)
     model.zero_grad(set_to_none=True)
     return model, 1 - macs / base, pruner

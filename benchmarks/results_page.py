@@ -54,6 +54,7 @@ PAGES = [
     ("warm_start.md", "warm-started communities in the SRP loop"),
     ("zoo.md", "torchvision zoo sweep: pruned, partly pruned, refused, and why"),
     ("zoo_timm.md", "timm zoo sweep"),
+    ("transformer_widths.md", "ViTs to -50 % MACs: stream, heads' width and MLP widths kept, verified"),
     ("gpu_check_cpu/gpu_check.md", "the GPU check as it runs on a CPU (CUDA parts skipped; no GPU figure yet); "
                                    "[its data-path step](gpu_check_cpu/gpu_data_path.md)"),
 ]

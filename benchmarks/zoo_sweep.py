@@ -60,13 +60,17 @@ def input_size(name: str) -> tuple[int, int, int]:
 
 
 def make_model(name: str) -> torch.nn.Module:
-    """Random weights; ConvNeXt's layer scales (1e-6 at init) raised so every block counts in the check."""
+    """Random weights; ConvNeXt's layer scales (1e-6 at init) raised and zero-initialised weights (a
+    ViT's head and class token) drawn, so every layer counts in the check (a zero head would make
+    any two models agree)."""
     torch.manual_seed(0)
     model = create_model(name, weights=None)
     with torch.no_grad():
         for pname, p in model.named_parameters():
             if pname.endswith("layer_scale"):
                 p.uniform_(0.5, 1.5)
+            elif p.ndim > 1 and not p.any():
+                p.normal_(0.0, 0.02)
     return model
 
 
@@ -150,7 +154,7 @@ def support(result) -> dict:
     old = json.loads(SUPPORT_FILE.read_text()) if SUPPORT_FILE.is_file() else {"models": {}}
     models = {k: v for k, v in old["models"].items() if k.startswith("timm/") != (result.get("zoo") == "timm")}
     models.update({r["model"]: {"status": r["status"], "reason": r["reason"].split(" | ")[0][:160]}
-                   for r in result["models"]})
+                   | ({"kinds": r["kinds"]} if "kinds" in r else {}) for r in result["models"]})
     dates = {**old.get("dates", {}), result.get("zoo", "torchvision"): result["date"]}
     return {"dates": dates, "target": result["target"], "models": dict(sorted(models.items()))}
 
@@ -167,13 +171,18 @@ def markdown(result) -> str:
              "== sliced, output shape kept, analytic MACs/params == counted; a refusal names its reason. \"masked "
              "vs sliced\" is the largest absolute difference of the outputs; the check allows 1e-3 of the outputs' "
              "largest magnitude, which random weights make large in some models.", "",
-             "| model | result | groups | MACs removed | masked vs sliced | note |", "|---|---|---|---|---|---|"]
+             "Pruned groups by kind: conv channels, linear (MLP hidden) units, stream channels (a residual "
+             "stream through LayerNorms), and the attention layers narrowed with a stream (each head loses "
+             "width; heads are not yet removed whole).", "",
+             "| model | result | groups | pruned | MACs removed | masked vs sliced | note |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] in ("pruned", "partly pruned"):
-            lines.append(f"| {r['model']} | {r['status']} | {r['groups']} | {r['macs_reduction']:.1%} | "
+            kinds = ", ".join(f"{k} {n}" for k, n in r.get("kinds", {}).items())
+            lines.append(f"| {r['model']} | {r['status']} | {r['groups']} | {kinds} | {r['macs_reduction']:.1%} | "
                          f"{r['max_abs_diff_masked_vs_sliced']:.1e} | {r['reason'][:140]} |")
         else:
-            lines.append(f"| {r['model']} | {r['status']} | | | | {r['reason'].splitlines()[0][:140]} |")
+            lines.append(f"| {r['model']} | {r['status']} | | | | | {r['reason'].splitlines()[0][:140]} |")
     return "\n".join(lines) + "\n"
 
 

@@ -261,7 +261,10 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     Plans ``target_flops`` with ``method``, slices, and checks that the masked and
     sliced models agree, that the output shape is unchanged, and that the analytic
     MACs and parameters equal what Torch-Pruning's counter measures on the sliced
-    model. Raises :class:`ModelError` (naming the layer type) when the model is refused.
+    model. Returns what was pruned (``kinds``: groups of each kind, see
+    :meth:`~mrp_gpu.dependency.groups.ChannelGroups.kinds`; ``kept``: each group's kept
+    width), what was left whole and why (``held``), and the costs. Raises
+    :class:`ModelError` (naming the layer type) when the model is refused.
     """
     import torch_pruning as tp
 
@@ -276,7 +279,8 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     if not ok_cost:
         raise ModelError(f"analytic costs ({p.macs_after} MACs, {p.params_after} params) differ from the counted "
                          f"ones ({int(macs)}, {int(params)}) on the sliced model")
-    return {"groups": len(groups), "held": list(groups.held), "channels": int(groups.sizes.sum()),
+    return {"groups": len(groups), "kinds": groups.kinds(), "held": list(groups.held),
+            "channels": int(groups.sizes.sum()), "kept": {g.id: p.kept_count(g.id) for g in groups},
             "macs_before": p.macs_before,
             "macs_after": p.macs_after, "macs_reduction": p.macs_reduction, "params_before": p.params_before,
             "params_after": p.params_after, "max_abs_diff_masked_vs_sliced": diff}

@@ -90,8 +90,7 @@ class MRPConfig:
         costs (normalised), not by ``R_g`` alone.
     allocation : {"auto", "uniform", "loss", "srp"}
         How the cut is spread over groups (``mrp_gpu.pruner.allocation``). ``auto``:
-        ``loss`` with calibration images (``uniform`` for models whose groups feed
-        grouped convolutions, which the loop cannot cut evenly), ``uniform`` without.
+        ``loss`` with calibration images, ``uniform`` without.
     refresh_every : int
         Weight features: groups whose filters lost input columns get their graphs
         recomputed every this many iterations, and always just before they are chosen.
@@ -159,9 +158,8 @@ class MRPConfig:
         """MRP as published (``PAPER``), with ``changes`` on top."""
         return cls(**(PAPER | changes))
 
-    def resolve(self, has_data: bool, groups=None) -> tuple[MRPConfig, dict[str, str]]:
-        """Every ``auto`` decided from what is known: whether calibration images are given,
-        and (``groups``, a :class:`~mrp_gpu.dependency.groups.ChannelGroups`) the model's groups.
+    def resolve(self, has_data: bool) -> tuple[MRPConfig, dict[str, str]]:
+        """Every ``auto`` decided from what is known: whether calibration images are given.
 
         Returns the resolved config and, for each field it decided, why. Raises
         :class:`MRPError` for a combination that cannot run (a rule that needs images
@@ -179,10 +177,6 @@ class MRPConfig:
         decide("features", "activation" if has_data else "weight", data)
         decide("replace", "rebuild" if has_data else "error-in-community", data)
         decide("refit", has_data, data)
-        grouped = [g.id for g in groups if g.blocks > 1] if groups is not None else []
-        if has_data and grouped:
-            decide("allocation", "uniform", f"the loss allocation cannot cut the groups that feed grouped "
-                   f"convolutions evenly ({grouped[0]!r}{' ...' if len(grouped) > 1 else ''})")
         rule = RULES[changes.get("replace", self.replace)]
         if has_data and rule.loss is None:
             decide("allocation", "uniform", f"replace={rule.name!r} supplies no loss for the loss allocation")
@@ -203,9 +197,9 @@ class MRPConfig:
                            f"not {config.replace!r}")
         return config, why
 
-    def resolved(self, has_data: bool, groups=None) -> MRPConfig:
+    def resolved(self, has_data: bool) -> MRPConfig:
         """:meth:`resolve` without the reasons."""
-        return self.resolve(has_data, groups)[0]
+        return self.resolve(has_data)[0]
 
     def replace_with(self, **changes) -> MRPConfig:
         return dataclasses.replace(self, **changes)

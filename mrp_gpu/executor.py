@@ -1,8 +1,9 @@
 """Carry out a plan: masks first, then physical slicing; save and load without pickle.
 
 ``apply_masks`` zeroes every pruned channel wherever it lives (producer filters and
-biases, normalisation scales and shifts, consumer input weights), so the masked
-model computes exactly what the sliced one will. A plan's ``merges`` (the
+biases, normalisation scales and shifts, consumer input weights, attention's q, k, v),
+and runs each LayerNorm over its kept channels only, so the masked model computes
+exactly what the sliced one will (:mod:`mrp_gpu.dependency.transformer`). A plan's ``merges`` (the
 ``compensate`` option) are folded into the consumers first, in both. ``slice_model`` removes the
 channels with Torch-Pruning's pruning functions, one call per layer dimension with
 the union of every group's positions in it (so concatenations never see shifted
@@ -25,6 +26,7 @@ from torch_pruning.ops import OPTYPE
 from torch_pruning.pruner.function import PrunerBox
 
 from .dependency.groups import ChannelGroups, LayerSlice, build_groups
+from .dependency.transformer import fix_widths, mask_attention, mask_norm, slice_attention, unmask_norms
 from .errors import PlanError, WeightsError, stage
 from .io import atomic_write_bytes, atomic_write_text
 from .plan import PruningPlan
@@ -89,6 +91,9 @@ def _zero(obj, s: LayerSlice, pos: np.ndarray) -> None:
         obj.index_fill_(s.pruning_dim % obj.dim(), idx.to(obj.device), 0)
         return
     m = obj
+    if s.optype == OPTYPE.MHA:
+        mask_attention(m, pos)
+        return
     idx = idx.to(next(m.parameters()).device)
     if s.optype == OPTYPE.CONV and s.dim == "in":
         transposed = getattr(m, "transposed", False)
@@ -115,10 +120,14 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
     positions = _removed_positions(plan, groups)
     masked = copy.deepcopy(model)
+    unmask_norms(masked)  # a masked model is masked afresh
     with stage("masking", masked):
         _fold_merges(masked, plan, groups)
         for s, pos in positions.values():
             _zero(_resolve(masked, s), s, pos)
+        for s, pos in positions.values():
+            if s.optype == OPTYPE.LN:
+                mask_norm(masked, s.module, pos)
     return masked
 
 
@@ -127,12 +136,16 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     groups = groups or build_groups(model, plan.input_size, device=_device(model))
     positions = _removed_positions(plan, groups)
     sliced = copy.deepcopy(model)
+    unmask_norms(sliced)
     with stage("slicing", sliced):
         _fold_merges(sliced, plan, groups)
         for s, pos in positions.values():
             target = _resolve(sliced, s)
             if s.dim == "in" and _is_grouped(target):
                 _slice_grouped_inputs(target, pos)
+                continue
+            if s.optype == OPTYPE.MHA:
+                slice_attention(target, pos)
                 continue
             pruner = PrunerBox[s.optype]
             fn = pruner.prune_in_channels if s.dim == "in" else pruner.prune_out_channels
@@ -141,6 +154,7 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
             if s.optype == OPTYPE.PARAMETER:  # a new Parameter replaces the old one
                 parent, _, attr = s.module.rpartition(".")
                 setattr(sliced.get_submodule(parent) if parent else sliced, attr, result)
+        fix_widths(sliced)
     return sliced
 
 

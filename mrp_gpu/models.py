@@ -10,8 +10,8 @@ Every entry knows its default input shape, so no command needs a shape flag::
 Weights come from a local file (``.safetensors``, or a state_dict read with
 ``torch.load(..., weights_only=True)``), from a torchvision weights enum name
 (``IMAGENET1K_V2``), or, for the shipped models (``demo``: ResNet-20, ``vgg_demo``: a
-plain VGG-style CNN, ``resnet56_demo``: ResNet-56, the paper's depth; all trained on
-Fashion-MNIST), from the files shipped with the package.
+plain VGG-style CNN, ``resnet56_demo``: ResNet-56, the paper's depth, ``vit_demo``: a
+small torchvision ViT; all trained on Fashion-MNIST), from the files shipped with the package.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = [
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 # trained here; weights and model card in zoo/NAME.safetensors, NAME.json
-SHIPPED = ("demo", "vgg_demo", "resnet56_demo")
+SHIPPED = ("demo", "vgg_demo", "resnet56_demo", "vit_demo")
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,22 @@ _register("resnet56_demo", input_size=(1, 28, 28))(
 _register("vgg_demo", input_size=(1, 28, 28))(
     lambda num_classes=10, in_chans=1: VGG(_VGG_DEMO, num_classes, in_chans)
 )
+
+
+def _vit_demo(num_classes: int = 10, in_chans: int = 1) -> nn.Module:
+    """torchvision's VisionTransformer at Fashion-MNIST size: 7x7 patches (16 tokens and a
+    class token), 4 blocks, 4 heads of 16 dims, MLP 256: the layers of ``vit_b_16``, at
+    3.3 M MACs and 0.2 M parameters."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(image_size=28, patch_size=7, num_layers=4, num_heads=4, hidden_dim=64,
+                              mlp_dim=256, num_classes=num_classes)
+    if in_chans != 3:
+        _adapt_stem(model, in_chans)
+    return model
+
+
+_register("vit_demo", input_size=(1, 28, 28))(_vit_demo)
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -327,8 +343,8 @@ def create_model(
     Parameters
     ----------
     name : str
-        ``resnet20/32/44/56/110``, ``vgg16_cifar``, the shipped ``demo``, ``vgg_demo`` and
-        ``resnet56_demo``, any torchvision
+        ``resnet20/32/44/56/110``, ``vgg16_cifar``, the shipped ``demo``, ``vgg_demo``,
+        ``resnet56_demo`` and ``vit_demo``, any torchvision
         classification model (``resnet50``, ``mobilenet_v2``, ...), or ``timm/<name>`` for
         any timm architecture (``pip install "mrp_gpu[timm]"``; weights from a local file).
     num_classes, in_chans : int, optional

@@ -101,7 +101,7 @@ def test_torchvision_enum_without_network_is_a_clear_error(monkeypatch, tmp_path
         create_model("resnet18", weights="IMAGENET1K_V1")
 
 
-@pytest.mark.parametrize("name", ["demo", "vgg_demo", "resnet56_demo"])
+@pytest.mark.parametrize("name", ["demo", "vgg_demo", "resnet56_demo", "vit_demo"])
 def test_shipped_models_score_what_their_cards_say(name):
     """Accuracy on the card's fixed test subset, within 1 point of the card (needs Fashion-MNIST)."""
     from mrp_gpu.data import fashion_mnist_available, get_dataset, make_loader

@@ -17,8 +17,8 @@ def command_line() -> str:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name: resnet20..110, vgg16_cifar, the shipped demo, vgg_demo and "
-                                 "resnet56_demo, or a torchvision model")
+    p.add_argument("model", help="zoo name: resnet20..110, vgg16_cifar, the shipped demo, vgg_demo, "
+                                 "resnet56_demo and vit_demo, or a torchvision model")
     p.add_argument("--weights", help="local state_dict (.safetensors/.pt) or torchvision weights name")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-chans", type=int)

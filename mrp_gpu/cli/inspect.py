@@ -64,7 +64,9 @@ def _cmd_models(args) -> int:
         note = ""
         status = swept["models"].get(name)
         if status is not None:
-            note = f"  {status['status']}" + (f": {status['reason'][:90]}" if status["status"] != "pruned" else "")
+            kinds = ", ".join(f"{k} {n}" for k, n in status.get("kinds", {}).items())
+            note = f"  {status['status']}" + (f" ({kinds})" if kinds else "") + (
+                f": {status['reason'][:90]}" if status["status"] != "pruned" else "")
         if name in SHIPPED:
             card = model_card(name)
             note = f"  trained on Fashion-MNIST, {card['epochs']} epochs, test accuracy {card['test_accuracy']:.1%}"

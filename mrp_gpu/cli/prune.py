@@ -33,11 +33,7 @@ def calibration_for(args, config, size):
 
 def _print_config(args, config) -> int:
     """``--print-config``: the resolved config and why each ``auto`` went the way it did."""
-    from ..dependency.groups import build_groups
-
-    model, size, _ = model_from_args(args)
-    groups = build_groups(model, size, timeout=args.trace_timeout)
-    resolved, why = config.resolve(bool(args.data), groups)
+    resolved, why = config.resolve(bool(args.data))
     print(json.dumps({"method": args.method, "config": resolved.to_dict(), "auto": why}, indent=1))
     return 0
 
@@ -66,7 +62,7 @@ def _cmd_prune(args) -> int:
         groups = build_groups(model, size, timeout=args.trace_timeout)
     if args.method == "mrp" and calibration is not None:
         with sw.lap("calibration"):  # the one pass the plan reads, made here to be timed and shown apart
-            calibration = calibrate(model, groups, config.resolve(True, groups)[0], calibration,
+            calibration = calibrate(model, groups, config.resolve(True)[0], calibration,
                                     progress=not args.quiet)
     inner = Stopwatch(sw.device)
     with sw.lap("plan"):

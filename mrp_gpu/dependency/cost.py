@@ -220,6 +220,16 @@ def _macs_rows(DG, records: list[CallRecord], slots: _Slots) -> tuple[list, floa
             numel, c = (in_numel, c_in) if r.kind == "pool" else (out_numel, c_out)
             o = slots(node_of_fn.get(r.out_grad_fn), "out", c)
             rows.append((o, o, 0.0, numel / c))
+        elif r.kind == "multihead_attention_counter_hook" and (node, "out") in slots.membership:
+            # the counter: q scaling, q/k/v/out projections and their biases, per-head q k^T and attn v
+            # (2 L^2 per channel), softmax (num_heads L^2): in embed dims n, a n^2 + b n + constant
+            tokens = float(r.in_shape[1] if m.batch_first else r.in_shape[0])
+            n = float(m.embed_dim)
+            a = 4 * tokens
+            b = 2 * tokens + 2 * tokens ** 2 + (3 * tokens if m.in_proj_bias is not None else 0.0)
+            o = slots(node, "out", n)
+            rows.append((o, o, a, b))
+            const += r.flops - (a * n * n + b * n)
         else:  # attention, recurrent: counted as traced, never pruned through
             const += r.flops
     return rows, const
@@ -249,6 +259,12 @@ def _params_rows(DG, model: nn.Module, slots: _Slots) -> tuple[list, float]:
             c = float(own[0].shape[node.pruning_dim if node.type == OPTYPE.LN else 0])
             o = slots(node, "out", c)
             rows.append((o, o, 0.0, sum(p.numel() for p in own) / c))
+        elif node.type == OPTYPE.MHA and (node, "out") in slots.membership:
+            own = sum(p is not None for p in (m.in_proj_bias, m.bias_k, m.bias_v, m.out_proj.bias))
+            biases = (2.0 if m.in_proj_bias is not None else 0.0) + own  # in_proj_bias has 3 per channel
+            rows.append((slots(node, "out", m.embed_dim),) * 2 + (4.0, biases))
+            const -= sum(p.numel() for p in m.parameters())
+            continue
         elif node.type == OPTYPE.PARAMETER and (node, "out") in slots.membership:
             p = node.module
             c = float(p.shape[node.pruning_dim])

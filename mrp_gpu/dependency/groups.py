@@ -28,14 +28,16 @@ from ..errors import ModelError, stage
 from . import TRACE_TIMEOUT
 from .attention import ActivationProducts, inside
 from .cost import CallRecord, CostModel, build_cost_model, record_calls
+from .transformer import head_blocks, unsupported_attention, unsupported_norm
 
 __all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "example_input"]
 
 # Node types whose channel dimension is one: what enters is what leaves.
 _TWO_DIMS = {OPTYPE.CONV, OPTYPE.LINEAR}
 _REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.LSTM: "nn.LSTM", OPTYPE.CUSTOMIZED: "customized layer"}
-# Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole.
-_NORMALISED_TOGETHER = {OPTYPE.LN, OPTYPE.GN}
+# Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole
+# (LayerNorm is masked over its kept channels instead: mrp_gpu.dependency.transformer).
+_NORMALISED_TOGETHER = {OPTYPE.GN}
 # Channels cut into chunks by torch.split/chunk/unbind: the sizes live in the model's code, so such groups
 # are left whole too.
 _SPLITS = {OPTYPE.SPLIT, OPTYPE.UNBIND}
@@ -58,27 +60,33 @@ def _refuse_windowed_attention(model: nn.Module) -> None:
 
 
 def _blocks(model: nn.Module, slices, size: int) -> tuple[np.ndarray | None, str | None]:
-    """Block of each channel when the group runs through grouped (not depthwise) convolutions.
+    """Block of each channel when the group runs through grouped (not depthwise) convolutions
+    or the heads of ``nn.MultiheadAttention``.
 
     A grouped convolution only stays one if every block keeps the same number of
-    channels: the group must lose channels evenly across blocks. Returns ``(block, None)``
-    (``block`` None: no grouped convolution), or ``(None, why)`` when the partitions of
-    two grouped convolutions disagree or a block is not whole in the group.
+    channels, and attention heads only stay heads if each keeps the same width: the group
+    must lose channels evenly across blocks. Returns ``(block, None)`` (``block`` None:
+    no such layer), or ``(None, why)`` when the partitions of two such layers disagree or
+    a block is not whole in the group.
     """
     block = None
     for s in slices:
-        m = model.get_submodule(s.module) if s.optype in (OPTYPE.CONV, OPTYPE.DEPTHWISE_CONV) else None
-        if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1 or (s.is_consumer and m.groups == m.in_channels):
-            continue
-        if s.is_producer and m.groups == m.in_channels == m.out_channels:
-            continue  # depthwise: its channels are its input's, in this group already
-        per = (m.in_channels if s.is_consumer else m.out_channels) // m.groups
-        mine = np.full(size, -1)
-        mine[s.channel] = s.idxs // per
+        if s.optype == OPTYPE.MHA:
+            mine, what = head_blocks(model.get_submodule(s.module), s.idxs, s.channel, size), "attention heads"
+        else:
+            m = model.get_submodule(s.module) if s.optype in (OPTYPE.CONV, OPTYPE.DEPTHWISE_CONV) else None
+            if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1 or (
+                    s.is_consumer and m.groups == m.in_channels):
+                continue
+            if s.is_producer and m.groups == m.in_channels == m.out_channels:
+                continue  # depthwise: its channels are its input's, in this group already
+            per = (m.in_channels if s.is_consumer else m.out_channels) // m.groups
+            mine, what = np.full(size, -1), f"grouped convolution ({m.groups} groups)"
+            mine[s.channel] = s.idxs // per
         if (mine < 0).any() or len(set(np.bincount(mine).tolist())) != 1:
-            return None, f"only part of the grouped convolution {s.module!r} ({m.groups} groups)"
+            return None, f"only part of the {what} {s.module!r}"
         if block is not None and not np.array_equal(block, mine):
-            return None, f"grouped convolutions with different groupings ({s.module!r})"
+            return None, f"layers with different blocks of channels ({s.module!r}: {what})"
         block = mine
     return block, None
 
@@ -136,6 +144,21 @@ class ChannelGroup:
         return 1 if self.block is None else int(self.block.max()) + 1
 
     @property
+    def kind(self) -> str:
+        """What the channels are: ``stream`` (a residual stream normalised by LayerNorm, a ViT's
+        or ConvNeXt's), ``conv`` (convolution channels) or ``linear`` (hidden units of linear
+        layers, e.g. a transformer's MLP)."""
+        types = {s.optype for s in self.slices}
+        if types & {OPTYPE.LN, OPTYPE.MHA}:
+            return "stream"
+        return "conv" if types & {OPTYPE.CONV, OPTYPE.DEPTHWISE_CONV} else "linear"
+
+    @property
+    def attention(self) -> tuple[str, ...]:
+        """The ``nn.MultiheadAttention`` layers whose width (each head's) follows these channels."""
+        return tuple(s.module for s in self.slices if s.optype == OPTYPE.MHA)
+
+    @property
     def producers(self) -> tuple[LayerSlice, ...]:
         return tuple(s for s in self.slices if s.is_producer)
 
@@ -185,6 +208,13 @@ class ChannelGroups:
     def sizes(self) -> np.ndarray:
         return np.array([g.size for g in self.groups], dtype=np.int64)
 
+    def kinds(self) -> dict[str, int]:
+        """How many groups of each :attr:`ChannelGroup.kind`, and ``attention``: the attention
+        layers narrowed with a stream (their heads keep their number, each loses width)."""
+        out = {k: sum(g.kind == k for g in self.groups) for k in ("conv", "linear", "stream")}
+        return {k: v for k, v in out.items() if v} | (
+            {"attention": n} if (n := sum(len(g.attention) for g in self.groups)) else {})
+
 
 def example_input(input_size, batch: int = 1, device="cpu") -> torch.Tensor:
     """A fixed random batch of the model's input shape (seeded: traces are reproducible)."""
@@ -203,7 +233,10 @@ def _attention_in(DG, group, attention) -> str | None:
     for item in group.items:
         name = _node_name(DG, item.dep.target)
         if item.dep.target.type == OPTYPE.MHA:
-            return name
+            why = unsupported_attention(item.dep.target.module)
+            if why is not None:
+                return f"{name}: {why}"
+            continue  # its heads lose channels evenly (_blocks): the stream is pruned through it
         found = inside(name, attention)
         if found is not None:
             return found or "the model's own forward"
@@ -297,10 +330,12 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, atte
     for g in tp_groups:
         if any(_reaches_output(DG, item, output_fns) for item in g.items):
             continue  # the classifier's logits, or anything else the caller reads
-        norm = next((item.dep.target for item in g.items if item.dep.target.type in _NORMALISED_TOGETHER), None)
+        norm = next((item.dep.target for item in g.items if item.dep.target.type in _NORMALISED_TOGETHER or (
+            item.dep.target.type == OPTYPE.LN and unsupported_norm(item.dep.target.module))), None)
         if norm is not None:  # a zeroed channel still moves the norm's statistics: masks could not be verified
+            why = unsupported_norm(norm.module) if norm.type == OPTYPE.LN else None
             held.append(f"{_node_name(DG, g[0].dep.target)} (through {type(norm.module).__name__} "
-                        f"{_node_name(DG, norm)!r})")
+                        f"{_node_name(DG, norm)!r}{': ' + why if why else ''})")
             continue
         if any(item.dep.target.type in _SPLITS for item in g.items):  # the chunk sizes are in the model's code
             held.append(f"{_node_name(DG, g[0].dep.target)} (its output is split into chunks by the model's code)")

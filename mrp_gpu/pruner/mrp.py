@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dependency.groups import ChannelGroups
-from ..errors import ModelError, stage
+from ..errors import stage
 from ..plan import PruningPlan
 from ..redundancy.calibration import Calibration, measure
 from ..redundancy.features import GroupFeatures, compute_features
@@ -91,12 +91,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     """
     from ..finetune import resolve_device
 
-    config, why = config.resolve(calibration is not None, groups)
-    grouped = [g.id for g in groups if g.blocks > 1]
-    if grouped and config.allocation != "uniform":
-        more = f" and {len(grouped) - 1} more" if len(grouped) > 1 else ""
-        raise ModelError(f"allocation={config.allocation!r} cannot yet cut the groups that feed grouped "
-                         f"convolutions evenly ({grouped[0]!r}{more}); the uniform allocation can")
+    config, why = config.resolve(calibration is not None)
     device = resolve_device(config.device)
     budget = Budget(groups, target, min_channels=config.min_channels, round_to=config.round_to, step=config.step)
     state = _state(model, groups, config, device, calibration, stopwatch)
@@ -104,8 +99,7 @@ def plan_mrp(model, groups: ChannelGroups, target: Target | None, config, *, mod
     if state.communities is not None:  # one batched Louvain call: every group's R before pruning
         state.refresh(list(range(len(groups))))
         R0 = state.R.copy()
-    notes = ([f"allocation is 'uniform': {why['allocation']}"]
-             if grouped and calibration is not None and "allocation" in why else [])
+    notes = []
     if config.allocation == "uniform":
         budget, trajectory, merges, R1 = plan_uniform_mrp(state, target, config)
     else:
@@ -137,7 +131,7 @@ def removal_order(model, groups: ChannelGroups, group: str, config,
     """
     from ..finetune import resolve_device
 
-    config = config.resolved(calibration is not None, groups)
+    config = config.resolved(calibration is not None)
     device = resolve_device(config.device)
     state = _state(model, groups, config, device, calibration, None)
     g = groups.index(group)

@@ -18,6 +18,7 @@ import results_page  # noqa: E402
 import ri_study  # noqa: E402
 import threshold_sweep  # noqa: E402
 import throughput  # noqa: E402
+import transformer_widths  # noqa: E402
 import warm_start  # noqa: E402
 import zoo_sweep  # noqa: E402
 
@@ -34,6 +35,7 @@ PAGES = [  # (page, JSON, how the script renders it)
     ("gpu_check_cpu/gpu_check.md", "gpu_check_cpu/gpu_check.json", gpu_bench.markdown),
     ("gpu_check_cpu/gpu_data_path.md", "gpu_check_cpu/gpu_data_path.json", data_path.gpu_markdown),
     ("refit_study.md", "refit_study.json", refit_study.markdown),
+    ("transformer_widths.md", "transformer_widths.json", transformer_widths.markdown),
     ("warm_start.md", "warm_start.json", lambda r: warm_start.markdown(r, warm_start.read_quality(RESULTS))),
 ]
 

@@ -130,7 +130,7 @@ def test_models_lists_the_zoo_with_the_shipped_cards(capsys):
     assert "resnet20" in out and "resnet50" in out and "3x224x224" in out
     assert main(["models", "*demo"]) == 0
     out = capsys.readouterr().out
-    for name in ("demo", "vgg_demo", "resnet56_demo"):
+    for name in ("demo", "vgg_demo", "resnet56_demo", "vit_demo"):
         assert f"test accuracy {model_card(name)['test_accuracy']:.1%}" in out
 
 

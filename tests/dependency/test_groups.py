@@ -7,7 +7,6 @@ from mrp_gpu import plan
 from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.dependency.groups import build_groups
-from mrp_gpu.errors import ModelError
 from mrp_gpu.models import create_model
 
 
@@ -66,13 +65,14 @@ def test_grouped_convs_are_cut_evenly_across_their_groups():
             removed = p.removed(g.id)
             assert len(removed) % 4 == 0 and len(set(np.bincount(removed // 4, minlength=4).tolist())) == 1, method
         assert check(model, (3, 16, 16), target_flops=0.3, method=method, groups=groups)["macs_reduction"] >= 0.3
-    with pytest.raises(ModelError, match="allocation='srp' cannot yet cut .* grouped convolutions"):
-        plan(model, (3, 16, 16), target_flops=0.3, config=MRPConfig(allocation="srp"), groups=groups)
-    # with data the default allocation is the loss loop, which cannot cut them evenly yet: uniform, noted
-    p = plan(model, (3, 16, 16), target_flops=0.3, groups=groups, calibration=torch.randn(8, 3, 16, 16))
-    assert p.config["allocation"] == "uniform" and p.config["replace"] == "rebuild"
-    assert any("allocation is 'uniform': the loss allocation cannot cut" in n for n in p.notes)
-    assert all(len(p.removed(g.id)) % 4 == 0 for g in groups)
+    # the greedy allocations take one channel from each block per step, with or without data
+    calib = torch.randn(8, 3, 16, 16)
+    for config, data in ((MRPConfig(allocation="srp"), None), (MRPConfig(), calib)):
+        p = plan(model, (3, 16, 16), target_flops=0.3, config=config, groups=groups, calibration=data)
+        assert p.config["allocation"] == ("loss" if data is not None else "srp") and p.macs_reduction >= 0.3
+        for g in groups:
+            removed = p.removed(g.id)
+            assert len(set(np.bincount(removed // 4, minlength=4).tolist())) == 1
 
 
 def test_channels_normalised_together_are_left_whole():

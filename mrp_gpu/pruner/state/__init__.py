@@ -107,19 +107,24 @@ class PlannerState:
         """The ``k`` channels of group ``g`` to remove next: (channel, community size, merge).
 
         Each is the rule's first among its candidates (one community state serves the
-        whole quantum); when every live channel is alone, or with ``by_norm``, the
-        smallest-norm channel goes. With ``partners``, each channel taken from a
-        community also gets a merge: its most similar remaining community member, and
-        the ratio of their output scales (clipped to [-4, 4]). The community size is
+        whole quantum; a group in blocks gives ``k / blocks`` channels from each block);
+        when every live channel is alone, or with ``by_norm``, the smallest-norm channel
+        goes. With ``partners``, each channel taken from a community also gets a merge: its
+        most similar remaining community member, and the ratio of their output scales
+        (clipped to [-4, 4]). The community size is
         None when the plan reads no communities.
         """
         rule, comm = self.rule, self.communities
         live = self.alive[g].copy()
         sim = comm.similarity(g) if (rule.similarity or partners) and not by_norm else None
         labels_of = comm.labels[g] if comm is not None else None
+        block, blocks = self.groups[g].block, self.groups[g].blocks
+        need = np.full(blocks, k // blocks) if block is not None and k >= blocks else None  # per block
         chosen = []
         for _ in range(k):
             pos = np.flatnonzero(live)
+            if need is not None:
+                pos = pos[need[block[pos]] > 0]
             members = None if by_norm else rule.candidates(pos, None if labels_of is None else labels_of[pos])
             size, merge = None, None
             if members is None:
@@ -136,6 +141,8 @@ class PlannerState:
                         merge = self._merge(g, channel, others, sim)
             chosen.append((channel, size, merge))
             live[channel] = False
+            if need is not None:
+                need[block[channel]] -= 1
         return chosen
 
     def _merge(self, g: int, channel: int, others: np.ndarray, sim: torch.Tensor) -> dict:
