@@ -2,9 +2,10 @@
 
 ``apply_masks`` zeroes every pruned channel wherever it lives (producer filters and
 biases, normalisation scales and shifts, consumer input weights, attention's q, k, v),
-and runs each LayerNorm over its kept channels only, so the masked model computes
-exactly what the sliced one will (:mod:`mrp_gpu.dependency.transformer`). A plan's ``merges`` (the
-``compensate`` option) are folded into the consumers first, in both. ``slice_model`` removes the
+and runs each LayerNorm over its kept channels only (a norm that does not compute through
+``F.layer_norm`` is refused), so the masked model computes exactly what the sliced one
+will (:mod:`mrp_gpu.dependency.transformer`). A plan's ``merges`` (the ``compensate``
+option) are folded into the consumers first, in both. ``slice_model`` removes the
 channels with Torch-Pruning's pruning functions, one call per layer dimension with
 the union of every group's positions in it (so concatenations never see shifted
 offsets). Both work on a copy: the caller's model is never left half changed.
@@ -94,7 +95,10 @@ def _zero(obj, s: LayerSlice, pos: np.ndarray) -> None:
     if s.optype == OPTYPE.MHA:
         mask_attention(m, pos)
         return
-    idx = idx.to(next(m.parameters()).device)
+    first = next(m.parameters(), None)
+    if first is None:  # e.g. a LayerNorm without affine parameters: nothing to zero
+        return
+    idx = idx.to(first.device)
     if s.optype == OPTYPE.CONV and s.dim == "in":
         transposed = getattr(m, "transposed", False)
         if m.groups == 1:
@@ -117,10 +121,10 @@ def _zero(obj, s: LayerSlice, pos: np.ndarray) -> None:
 
 def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
     """A copy of ``model`` with the plan's pruned channels zeroed (same shapes)."""
-    groups = groups or build_groups(model, plan.input_size, device=_device(model))
-    positions = _removed_positions(plan, groups)
     masked = copy.deepcopy(model)
     unmask_norms(masked)  # a masked model is masked afresh
+    groups = groups or build_groups(masked, plan.input_size, device=_device(model))
+    positions = _removed_positions(plan, groups)
     with stage("masking", masked):
         _fold_merges(masked, plan, groups)
         for s, pos in positions.values():
@@ -133,10 +137,10 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
 
 def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
     """A copy of ``model`` with the plan's pruned channels physically removed."""
-    groups = groups or build_groups(model, plan.input_size, device=_device(model))
-    positions = _removed_positions(plan, groups)
     sliced = copy.deepcopy(model)
     unmask_norms(sliced)
+    groups = groups or build_groups(sliced, plan.input_size, device=_device(model))
+    positions = _removed_positions(plan, groups)
     with stage("slicing", sliced):
         _fold_merges(sliced, plan, groups)
         for s, pos in positions.values():

@@ -30,6 +30,8 @@ from torch.overrides import TorchFunctionMode
 from torch_pruning.ops import OPTYPE
 from torch_pruning.pruner.function import PrunerBox
 
+from ..errors import ModelError
+
 __all__ = ["KeptChannelsNorm", "mask_norm", "unmask_norms", "mask_attention", "slice_attention", "head_blocks",
            "fix_widths", "unsupported_norm", "unsupported_attention"]
 
@@ -63,7 +65,7 @@ def _kept_layer_norm(kept: torch.Tensor, x, normalized_shape, weight=None, bias=
     k = kept.to(x.device)
     y = F.layer_norm(x.index_select(-1, k), (len(k),), None if weight is None else weight[k],
                      None if bias is None else bias[k], eps)
-    return torch.zeros_like(x).index_copy(-1, k, y)
+    return x.new_zeros(x.shape, dtype=y.dtype).index_copy(-1, k, y)  # y: float32 under autocast
 
 
 class _KeptLayerNorm(TorchFunctionMode):
@@ -72,9 +74,11 @@ class _KeptLayerNorm(TorchFunctionMode):
     def __init__(self, keep: torch.Tensor):
         super().__init__()
         self.kept = keep.nonzero().squeeze(1)
+        self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is F.layer_norm:
+            self.calls += 1
             return _kept_layer_norm(self.kept, *args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
@@ -89,8 +93,12 @@ class KeptChannelsNorm(nn.Module):
         self.register_buffer("keep", keep.to(torch.bool), persistent=False)
 
     def forward(self, *args, **kwargs):
-        with _KeptLayerNorm(self.keep):
-            return self.norm(*args, **kwargs)
+        with _KeptLayerNorm(self.keep) as mode:
+            out = self.norm(*args, **kwargs)
+        if mode.calls == 0:  # its own statistics (a fused kernel): it cannot be masked, so refuse
+            raise ModelError(f"{type(self.norm).__name__} does not compute through F.layer_norm: "
+                             "mrp_gpu cannot mask its channels")
+        return out
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

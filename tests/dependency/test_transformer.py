@@ -13,7 +13,8 @@ from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from mrp_gpu.api import check, execute, masked_vs_sliced, plan
 from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.dependency.transformer import KeptChannelsNorm, mask_attention, slice_attention
-from mrp_gpu.executor import load_pruned, save_pruned, slice_model
+from mrp_gpu.errors import ModelError
+from mrp_gpu.executor import apply_masks, load_pruned, save_pruned, slice_model
 from mrp_gpu.models import create_model
 
 SIZE = (3, 32, 32)
@@ -114,3 +115,37 @@ def test_norms_it_cannot_mask_are_left_whole(norm, why):
     model = nn.Sequential(nn.Linear(8, 32), nn.Unflatten(1, (4, 8)), norm, nn.Flatten(), nn.Linear(32, 3)).eval()
     groups = build_groups(model, (8,))
     assert any(why in h for h in groups.held)
+
+
+def test_a_masked_vit_is_sliced_and_masked_again_without_its_groups():
+    vit = _vit()
+    p = plan(vit, SIZE, target_flops=0.4, method="l1")
+    masked = apply_masks(vit, p)
+    sliced = slice_model(masked, p)  # traced afresh: the wrappers are not part of the model
+    assert masked_vs_sliced(masked, p, sliced) < 1e-4
+
+
+def test_layernorm_without_affine_parameters_is_masked():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16, elementwise_affine=False), nn.GELU(),
+                          nn.Linear(16, 3)).eval()
+    assert check(model, (8,), target_flops=0.3, method="l1")["kinds"] == {"stream": 1}
+
+
+def test_a_norm_that_skips_f_layer_norm_is_refused():
+    class Fused(nn.LayerNorm):
+        def forward(self, x):
+            mu, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+            return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+    with pytest.raises(ModelError, match="does not compute through F.layer_norm"):
+        KeptChannelsNorm(Fused(4), torch.tensor([1, 0, 1, 1], dtype=torch.bool))(torch.randn(2, 4))
+
+
+def test_heads_share_a_quantum_that_is_not_their_multiple():
+    from mrp_gpu.config import MRPConfig
+
+    vit = _vit(heads=4)
+    p = plan(vit, SIZE, target_flops=0.3, config=MRPConfig(step=6), groups=build_groups(vit, SIZE))
+    removed = p.removed("conv_proj")
+    assert len(set(np.bincount(removed // 4, minlength=4).tolist())) == 1

@@ -107,7 +107,7 @@ class PlannerState:
         """The ``k`` channels of group ``g`` to remove next: (channel, community size, merge).
 
         Each is the rule's first among its candidates (one community state serves the
-        whole quantum; a group in blocks gives ``k / blocks`` channels from each block);
+        whole quantum; a group in blocks gives at most ``ceil(k / blocks)`` from each block);
         when every live channel is alone, or with ``by_norm``, the smallest-norm channel
         goes. With ``partners``, each channel taken from a community also gets a merge: its
         most similar remaining community member, and the ratio of their output scales
@@ -119,12 +119,14 @@ class PlannerState:
         sim = comm.similarity(g) if (rule.similarity or partners) and not by_norm else None
         labels_of = comm.labels[g] if comm is not None else None
         block, blocks = self.groups[g].block, self.groups[g].blocks
-        need = np.full(blocks, k // blocks) if block is not None and k >= blocks else None  # per block
+        need = np.full(blocks, -(-k // blocks)) if block is not None and k >= blocks else None  # per block
         chosen = []
         for _ in range(k):
             pos = np.flatnonzero(live)
             if need is not None:
                 pos = pos[need[block[pos]] > 0]
+            if len(pos) == 0:
+                break
             members = None if by_norm else rule.candidates(pos, None if labels_of is None else labels_of[pos])
             size, merge = None, None
             if members is None:
