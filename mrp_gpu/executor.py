@@ -129,7 +129,6 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
         _fold_merges(masked, plan, groups)
         for s, pos in positions.values():
             _zero(_resolve(masked, s), s, pos)
-        for s, pos in positions.values():
             if s.optype == OPTYPE.LN:
                 mask_norm(masked, s.module, pos)
     return masked

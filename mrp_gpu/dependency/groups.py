@@ -59,6 +59,14 @@ def _refuse_windowed_attention(model: nn.Module) -> None:
                              "memory; mrp_gpu prunes convolutional networks and the MLPs of plain transformers")
 
 
+def _held_norm(node) -> str | None:
+    """Why a group through this node is left whole for its norm ("": no more to say; None: it is not)."""
+    if node.type in _NORMALISED_TOGETHER:
+        return ""
+    why = unsupported_norm(node.module) if node.type == OPTYPE.LN else None
+    return None if why is None else f": {why}"
+
+
 def _blocks(model: nn.Module, slices, size: int) -> tuple[np.ndarray | None, str | None]:
     """Block of each channel when the group runs through grouped (not depthwise) convolutions
     or the heads of ``nn.MultiheadAttention``.
@@ -330,12 +338,11 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, atte
     for g in tp_groups:
         if any(_reaches_output(DG, item, output_fns) for item in g.items):
             continue  # the classifier's logits, or anything else the caller reads
-        norm = next((item.dep.target for item in g.items if item.dep.target.type in _NORMALISED_TOGETHER or (
-            item.dep.target.type == OPTYPE.LN and unsupported_norm(item.dep.target.module))), None)
+        norm, why = next(((item.dep.target, _held_norm(item.dep.target)) for item in g.items
+                          if _held_norm(item.dep.target) is not None), (None, None))
         if norm is not None:  # a zeroed channel still moves the norm's statistics: masks could not be verified
-            why = unsupported_norm(norm.module) if norm.type == OPTYPE.LN else None
             held.append(f"{_node_name(DG, g[0].dep.target)} (through {type(norm.module).__name__} "
-                        f"{_node_name(DG, norm)!r}{': ' + why if why else ''})")
+                        f"{_node_name(DG, norm)!r}{why})")
             continue
         if any(item.dep.target.type in _SPLITS for item in g.items):  # the chunk sizes are in the model's code
             held.append(f"{_node_name(DG, g[0].dep.target)} (its output is split into chunks by the model's code)")
