@@ -116,8 +116,9 @@ def main(argv=None) -> int:
     if args.zoo == "timm":
         names = [f"timm/{n.removeprefix('timm/')}" for n in (args.models.split(",") if args.models else TIMM_MODELS)]
     else:
+        own = ("demo", "vgg_demo", "vgg16_cifar", "vit_demo")  # the zoo's own entries, not torchvision's
         names = args.models.split(",") if args.models else [
-            n for n in list_models() if n not in ("demo", "vgg_demo", "vgg16_cifar") and not n.startswith("resnet")
+            n for n in list_models() if n not in own and not n.startswith("resnet")
             or n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")]
     stem = "zoo_timm" if args.zoo == "timm" else "zoo"
     out = Path(args.out)
@@ -172,8 +173,9 @@ def markdown(result) -> str:
              "vs sliced\" is the largest absolute difference of the outputs; the check allows 1e-3 of the outputs' "
              "largest magnitude, which random weights make large in some models.", "",
              "Pruned groups by kind: conv channels, linear (MLP hidden) units, stream channels (a residual "
-             "stream through LayerNorms), and the attention layers narrowed with a stream (each head loses "
-             "width; heads are not yet removed whole).", "",
+             "stream through LayerNorms), heads (an attention layer with its own q/k/v and output "
+             "projections, timm's, losing whole heads), and the nn.MultiheadAttention layers narrowed with a "
+             "stream (each head loses width: their head width is the stream's).", "",
              "| model | result | groups | pruned | MACs removed | masked vs sliced | note |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

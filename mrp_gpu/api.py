@@ -270,7 +270,8 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
 
     groups = groups or build_groups(model, input_size, device=_device_of(model))
     if len(groups) == 0:
-        raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune")
+        why = f": {len(groups.held)} left whole, e.g. {groups.held[0]}" if groups.held else ""
+        raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune{why}")
     p = plan(model, input_size, target_flops=target_flops, method=method, config=config, groups=groups)
     sliced = slice_model(model, p, groups)
     diff = masked_vs_sliced(model, p, sliced, groups)

@@ -27,6 +27,7 @@ from torch_pruning.ops import OPTYPE
 from torch_pruning.pruner.function import PrunerBox
 
 from .dependency.groups import ChannelGroups, LayerSlice, build_groups
+from .dependency.heads import fix_heads
 from .dependency.transformer import fix_widths, mask_attention, mask_norm, slice_attention, unmask_norms
 from .errors import PlanError, WeightsError, stage
 from .io import atomic_write_bytes, atomic_write_text
@@ -158,6 +159,7 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
                 parent, _, attr = s.module.rpartition(".")
                 setattr(sliced.get_submodule(parent) if parent else sliced, attr, result)
         fix_widths(sliced)
+        fix_heads(sliced)
     return sliced
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from .dependency.groups import ChannelGroups, build_groups
+from .dependency.projections import dense_layer, tap
 from .errors import ModelError
 from .executor import apply_masks
 from .linalg import gram
@@ -88,15 +89,15 @@ def _hooked_run(module: nn.Module, names: list[str], images: torch.Tensor, on_in
     left = set(names)
 
     def hook_for(name):
-        def hook(layer, args):
+        def hook(layer, x):
             if name in left:
                 left.discard(name)
-                on_input(name, layer, args[0].detach())
+                on_input(name, layer, x)
                 if not left:
                     raise _Stop
         return hook
 
-    handles = [module.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names]
+    handles = [tap(module, n, hook_for(n)) for n in names]
     try:
         with torch.no_grad():
             module(images)
@@ -110,9 +111,10 @@ def _hooked_run(module: nn.Module, names: list[str], images: torch.Tensor, on_in
 
 
 def forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> list[str]:
-    """The modules in ``names`` in the order ``model`` first runs them (on one image)."""
+    """The modules in ``names`` in the order ``model`` first runs them (on one image); an
+    attention's q/k/v projection before its output projection."""
     order = []
-    handles = [model.get_submodule(n).register_forward_pre_hook(lambda _m, _a, n=n: order.append(n)) for n in names]
+    handles = [tap(model, n, lambda _m, _x, n=n: order.append(n)) for n in sorted(names)]
     try:
         model(images[:1])
     finally:
@@ -122,11 +124,12 @@ def forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> li
 
 
 def _removed_inputs(plan: PruningPlan, groups: ChannelGroups) -> dict[str, list[np.ndarray]]:
-    """Per consumer module: the input positions the plan removes (one array per pruned group)."""
+    """Per consumer (attention projections included): the input positions the plan removes
+    (one array per pruned group)."""
     removed: dict[str, list[np.ndarray]] = {}
     for gid in plan.kept:
         gone = plan.removed(gid)
-        for s in groups[gid].consumers:
+        for s in groups[gid].dense_inputs:
             pos = s.idxs[np.isin(s.channel, gone)]
             if len(pos):
                 removed.setdefault(s.module, []).append(pos)
@@ -155,10 +158,12 @@ def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: t
     xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
     w = torch.linalg.solve(xx, (x.T @ target.float()).double()).T  # [out, kept columns]
     flat = layer.weight.view(layer.weight.shape[0], -1)
+    removed = ~flat.any(1)  # outputs the mask removed stay removed (q, k, v of a pruned stream channel)
     if cols is None:
         flat.copy_(w)
     else:
         flat[:, cols] = w.to(flat.dtype)
+    flat[removed] = 0
 
 
 @torch.no_grad()
@@ -192,9 +197,9 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
 
     Notes
     -----
-    Dense convolutions (2-D, ``groups=1``) and linear layers are refit; other
-    consumers keep their weights. The BN statistics are not touched: re-estimate
-    them after (``mrp_gpu.finetune.recalibrate_bn``).
+    Dense convolutions (2-D, ``groups=1``), linear layers and the projections inside
+    ``nn.MultiheadAttention`` are refit; other consumers keep their weights. The BN
+    statistics are not touched: re-estimate them after (``mrp_gpu.finetune.recalibrate_bn``).
 
     Examples
     --------
@@ -215,8 +220,8 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     was = model.training
     model.eval()
     try:
-        names = [n for n in forward_order(model, set(removed), images) if is_dense(masked.get_submodule(n))]
-        layout = {n: (None, _kept_columns(masked.get_submodule(n), removed[n])) for n in names}
+        names = [n for n in forward_order(model, set(removed), images) if is_dense(dense_layer(masked, n))]
+        layout = {n: (None, _kept_columns(dense_layer(masked, n), removed[n])) for n in names}
         lockstep_refit(model, masked, layout, images, ridge=ridge, max_rows=max_rows, seed=seed, progress=progress)
     finally:
         model.train(was)

@@ -41,7 +41,7 @@ def _raise(*_a, **_k):
 # (stage named in the message, what to break)
 INJECTIONS = [
     ("dependency tracer cannot follow", "torch_pruning.DependencyGraph.build_dependency"),
-    ("grouping failed", "mrp_gpu.dependency.groups._dim"),
+    ("grouping failed", "mrp_gpu.dependency.groups.side"),
     ("features failed", "mrp_gpu.redundancy.features.weight_matrix"),
     ("planning failed", "mrp_gpu.pruner.allocation.uniform.allocate"),
     ("slicing failed", "mrp_gpu.executor._fold_merges"),

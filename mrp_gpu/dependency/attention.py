@@ -54,21 +54,25 @@ class ActivationProducts(TorchFunctionMode):
     def __init__(self, model: nn.Module):
         super().__init__()
         self._names = {id(m): n for n, m in model.named_modules()}
-        self._stack: list[str] = []
+        self._stack: list[tuple[str, set]] = []  # running modules: (name, its inputs' grad_fns)
         self._handles = []
         self.found: dict[str, str] = {}  # module name -> the product seen there
+        self.io: dict[str, tuple[set, set]] = {}  # every module: its inputs' and outputs' grad_fns
 
     def mark(self, *inputs) -> None:
         for t in _tensors(inputs):
             setattr(t, _TAG, True)
 
     def __enter__(self):
-        def enter(module, _args):
-            self._stack.append(self._names.get(id(module), ""))
+        def enter(module, args):
+            self._stack.append((self._names.get(id(module), ""), _grad_fns(args)))
 
-        def leave(module, _args, _out):
+        def leave(module, _args, out):
             if self._stack:
-                self._stack.pop()
+                name, ins = self._stack.pop()
+                seen = self.io.setdefault(name, (set(), set()))
+                seen[0].update(ins)
+                seen[1].update(_grad_fns(out))
 
         self._handles = [nn.modules.module.register_module_forward_pre_hook(enter),
                          nn.modules.module.register_module_forward_hook(leave)]
@@ -89,9 +93,13 @@ class ActivationProducts(TorchFunctionMode):
                 with contextlib.suppress(AttributeError, RuntimeError):  # e.g. tensors of C++ subclasses
                     setattr(t, _TAG, True)
             if (func in _PRODUCTS and len(active) >= 2) or func in _FUSED:
-                where = next((n for n in reversed(self._stack) if n), "")
+                where = next((n for n, _ in reversed(self._stack) if n), "")
                 self.found.setdefault(where, getattr(func, "__name__", str(func)))
         return out
+
+
+def _grad_fns(tree) -> set:
+    return {t.grad_fn for t in _tensors(tree) if t.grad_fn is not None}
 
 
 def inside(name: str, modules) -> str | None:

@@ -230,9 +230,31 @@ def _macs_rows(DG, records: list[CallRecord], slots: _Slots) -> tuple[list, floa
             o = slots(node, "out", n)
             rows.append((o, o, a, b))
             const += r.flops - (a * n * n + b * n)
+        elif r.kind == "timm_multihead_attention_counter_hook":
+            rows_, extra = _timm_attention_rows(DG, r, slots)
+            rows.extend(rows_)
+            const += extra
         else:  # attention, recurrent: counted as traced, never pruned through
             const += r.flops
     return rows, const
+
+
+def _timm_attention_rows(DG, r: CallRecord, slots: _Slots) -> tuple[list, float]:
+    """timm's ``Attention`` as the counter counts it, in the stream width ``c`` (``qkv``'s
+    inputs) and the attention width ``n`` (``proj``'s inputs, heads x head_dim): q scaling,
+    q/k/v projections ``3 L c n`` and their biases, per-head ``q k^T`` and ``attn v``
+    (``2 L^2 n``), softmax (``L^2`` per head, ``n / head_dim`` heads), the output projection
+    as the counter takes it (``L n (n + 1)``)."""
+    m = r.module
+    tokens, width = float(r.in_shape[1]), float(m.qkv.out_features // 3)
+    c = slots(DG.module2node.get(m.qkv), "in", float(m.qkv.in_features))
+    n = slots(DG.module2node.get(m.proj), "in", width)
+    head_dim = width / m.num_heads
+    b = tokens * (2 + (3 if m.qkv.bias is not None else 0)) + 2 * tokens ** 2 + tokens ** 2 / head_dim
+    per = r.copies  # sequences per image (MobileViT folds its patches into the batch)
+    rows = [(c, n, 3 * tokens * per, 0.0), (n, n, tokens * per, b * per)]
+    full = per * (3 * tokens * m.qkv.in_features * width + tokens * width * width + b * width)
+    return rows, r.flops - full
 
 
 def _params_rows(DG, model: nn.Module, slots: _Slots) -> tuple[list, float]:
@@ -278,9 +300,9 @@ def _params_rows(DG, model: nn.Module, slots: _Slots) -> tuple[list, float]:
     return rows, const
 
 
-def build_cost_model(DG, records: list[CallRecord], group_items: list, model: nn.Module) -> CostModel:
-    """Assemble the cost model from a trace and the groups' Torch-Pruning items."""
-    sizes = [len(items[0].idxs) for items in group_items]
+def build_cost_model(DG, records: list[CallRecord], group_items: list, model: nn.Module, sizes: list[int]) -> CostModel:
+    """Assemble the cost model from a trace, the groups' Torch-Pruning items and their channel counts
+    (a group of heads holds ``3 x head_dim`` rows of ``qkv`` per channel)."""
     slots = _Slots(DG, group_items, sizes)
     macs_rows, macs_const = _macs_rows(DG, records, slots)
     params_rows, params_const = _params_rows(DG, model, slots)

@@ -26,77 +26,16 @@ from torch_pruning.ops import OPTYPE
 
 from ..errors import ModelError, stage
 from . import TRACE_TIMEOUT
-from .attention import ActivationProducts, inside
+from .attention import ActivationProducts
 from .cost import CallRecord, CostModel, build_cost_model, record_calls
-from .transformer import head_blocks, unsupported_attention, unsupported_norm
+from .heads import head_channels, head_layout
+from .holds import blocks_of, node_name, refuse_windowed_attention, side, why_held
+from .projections import PROJECTIONS, projection_name
+from .traceable import traceable
 
 __all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "example_input"]
 
-# Node types whose channel dimension is one: what enters is what leaves.
-_TWO_DIMS = {OPTYPE.CONV, OPTYPE.LINEAR}
 _REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.LSTM: "nn.LSTM", OPTYPE.CUSTOMIZED: "customized layer"}
-# Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole
-# (LayerNorm is masked over its kept channels instead: mrp_gpu.dependency.transformer).
-_NORMALISED_TOGETHER = {OPTYPE.GN}
-# Channels cut into chunks by torch.split/chunk/unbind: the sizes live in the model's code, so such groups
-# are left whole too.
-_SPLITS = {OPTYPE.SPLIT, OPTYPE.UNBIND}
-
-
-def _windowed_attention() -> tuple[type, ...]:
-    """Attention layers refused before tracing: following them costs the tracer more memory than a machine has."""
-    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
-    from torchvision.models.swin_transformer import ShiftedWindowAttention
-
-    return ShiftedWindowAttention, RelativePositionalMultiHeadAttention
-
-
-def _refuse_windowed_attention(model: nn.Module) -> None:
-    kinds = _windowed_attention()
-    for name, module in model.named_modules():
-        if isinstance(module, kinds):
-            raise ModelError(f"cannot trace the windowed attention {name!r} ({type(module).__name__}) within "
-                             "memory; mrp_gpu prunes convolutional networks and the MLPs of plain transformers")
-
-
-def _held_norm(node) -> str | None:
-    """Why a group through this node is left whole for its norm ("": no more to say; None: it is not)."""
-    if node.type in _NORMALISED_TOGETHER:
-        return ""
-    why = unsupported_norm(node.module) if node.type == OPTYPE.LN else None
-    return None if why is None else f": {why}"
-
-
-def _blocks(model: nn.Module, slices, size: int) -> tuple[np.ndarray | None, str | None]:
-    """Block of each channel when the group runs through grouped (not depthwise) convolutions
-    or the heads of ``nn.MultiheadAttention``.
-
-    A grouped convolution only stays one if every block keeps the same number of
-    channels, and attention heads only stay heads if each keeps the same width: the group
-    must lose channels evenly across blocks. Returns ``(block, None)`` (``block`` None:
-    no such layer), or ``(None, why)`` when the partitions of two such layers disagree or
-    a block is not whole in the group.
-    """
-    block = None
-    for s in slices:
-        if s.optype == OPTYPE.MHA:
-            mine, what = head_blocks(model.get_submodule(s.module), s.idxs, s.channel, size), "attention heads"
-        else:
-            m = model.get_submodule(s.module) if s.optype in (OPTYPE.CONV, OPTYPE.DEPTHWISE_CONV) else None
-            if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1 or (
-                    s.is_consumer and m.groups == m.in_channels):
-                continue
-            if s.is_producer and m.groups == m.in_channels == m.out_channels:
-                continue  # depthwise: its channels are its input's, in this group already
-            per = (m.in_channels if s.is_consumer else m.out_channels) // m.groups
-            mine, what = np.full(size, -1), f"grouped convolution ({m.groups} groups)"
-            mine[s.channel] = s.idxs // per
-        if (mine < 0).any() or len(set(np.bincount(mine).tolist())) != 1:
-            return None, f"only part of the {what} {s.module!r}"
-        if block is not None and not np.array_equal(block, mine):
-            return None, f"layers with different blocks of channels ({s.module!r}: {what})"
-        block = mine
-    return block, None
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +83,7 @@ class ChannelGroup:
     size: int
     slices: tuple[LayerSlice, ...]
     block: np.ndarray | None = field(default=None, repr=False)  # grouped convolutions: each channel's block
+    heads: str | None = None  # the attention layer whose heads these channels are (:mod:`.heads`)
 
     @property
     def blocks(self) -> int:
@@ -154,8 +94,10 @@ class ChannelGroup:
     @property
     def kind(self) -> str:
         """What the channels are: ``stream`` (a residual stream normalised by LayerNorm, a ViT's
-        or ConvNeXt's), ``conv`` (convolution channels) or ``linear`` (hidden units of linear
-        layers, e.g. a transformer's MLP)."""
+        or ConvNeXt's), ``heads`` (an attention layer's heads), ``conv`` (convolution channels)
+        or ``linear`` (hidden units of linear layers, e.g. a transformer's MLP)."""
+        if self.heads is not None:
+            return "heads"
         types = {s.optype for s in self.slices}
         if types & {OPTYPE.LN, OPTYPE.MHA}:
             return "stream"
@@ -173,6 +115,14 @@ class ChannelGroup:
     @property
     def consumers(self) -> tuple[LayerSlice, ...]:
         return tuple(s for s in self.slices if s.is_consumer)
+
+    @property
+    def dense_inputs(self) -> tuple[LayerSlice, ...]:
+        """The consumers, and the two projections inside each ``nn.MultiheadAttention`` the
+        channels run through (:mod:`.projections`): what the ``rebuild`` loss and the refit read."""
+        return self.consumers + tuple(
+            LayerSlice(projection_name(s.module, p), OPTYPE.LINEAR, "in", s.idxs, s.channel)
+            for s in self.slices if s.optype == OPTYPE.MHA for p in PROJECTIONS)
 
     @property
     def norms(self) -> tuple[LayerSlice, ...]:
@@ -219,7 +169,7 @@ class ChannelGroups:
     def kinds(self) -> dict[str, int]:
         """How many groups of each :attr:`ChannelGroup.kind`, and ``attention``: the attention
         layers narrowed with a stream (their heads keep their number, each loses width)."""
-        out = {k: sum(g.kind == k for g in self.groups) for k in ("conv", "linear", "stream")}
+        out = {k: sum(g.kind == k for g in self.groups) for k in ("conv", "linear", "stream", "heads")}
         return {k: v for k, v in out.items() if v} | (
             {"attention": n} if (n := sum(len(g.attention) for g in self.groups)) else {})
 
@@ -230,35 +180,9 @@ def example_input(input_size, batch: int = 1, device="cpu") -> torch.Tensor:
     return torch.randn((batch, *input_size), generator=g).to(device)
 
 
-def _node_name(DG, node) -> str:
-    if node.type == OPTYPE.PARAMETER:
-        return DG._param_to_name[node.module]
-    return DG._module2name.get(node.module) or f"<{type(node.module).__name__}>"
-
-
-def _attention_in(DG, group, attention) -> str | None:
-    """The attention layer a Torch-Pruning group runs through, if any (by structure, or nn.MultiheadAttention)."""
-    for item in group.items:
-        name = _node_name(DG, item.dep.target)
-        if item.dep.target.type == OPTYPE.MHA:
-            why = unsupported_attention(item.dep.target.module)
-            if why is not None:
-                return f"{name}: {why}"
-            continue  # its heads lose channels evenly (_blocks): the stream is pruned through it
-        found = inside(name, attention)
-        if found is not None:
-            return found or "the model's own forward"
-    return None
-
-
-def _dim(DG, item) -> str:
-    node = item.dep.target
-    return "in" if node.type in _TWO_DIMS and DG.is_in_channel_pruning_fn(item.dep.handler) else "out"
-
-
 def _reaches_output(DG, item, output_fns) -> bool:
     node = item.dep.target
-    return node.type == OPTYPE.OUTPUT or (node.grad_fn in output_fns and _dim(DG, item) == "out")
+    return node.type == OPTYPE.OUTPUT or (node.grad_fn in output_fns and side(DG, item) == "out")
 
 
 class _TraceTimeout(Exception):
@@ -297,7 +221,7 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         When a group runs through a layer type mrp_gpu cannot prune, naming it; when
         the trace runs out of time; when grouping fails, naming the stage.
     """
-    _refuse_windowed_attention(model)
+    refuse_windowed_attention(model)
     was_training = model.training
     x = example_input(input_size, device=device)
     records: list[CallRecord] = []
@@ -312,7 +236,8 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         return out
 
     try:
-        with torch.enable_grad(), _time_limit(timeout):  # tracing follows autograd, even under an outer no_grad
+        # tracing follows autograd, even under an outer no_grad
+        with torch.enable_grad(), _time_limit(timeout), traceable(model) as shuffles:
             DG = tp.DependencyGraph().build_dependency(model, x, forward_fn=forward_fn, verbose=False)
             tp_groups = list(DG.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)))
     except _TraceTimeout:
@@ -326,30 +251,32 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         model.train(was_training)
 
     with stage("grouping", model):
-        return _collect(model, DG, tp_groups, outputs, records, input_size, tuple(watch.found))
+        return _collect(model, DG, tp_groups, outputs, records, input_size, watch, shuffles)
 
 
-def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, attention) -> ChannelGroups:
+def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, watch, shuffles) -> ChannelGroups:
     """Torch-Pruning's groups as :class:`ChannelGroups`, with the cost model; groups that run
-    through ``attention`` (module names) are left whole."""
+    through an attention layer (``watch``: :class:`ActivationProducts`) or a channel shuffle
+    (``{grad_fn: block}``) are left whole."""
     output_fns = {o.grad_fn for o in outputs if o.grad_fn is not None}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     groups, held = [], []
     for g in tp_groups:
         if any(_reaches_output(DG, item, output_fns) for item in g.items):
             continue  # the classifier's logits, or anything else the caller reads
-        norm, why = next(((item.dep.target, _held_norm(item.dep.target)) for item in g.items
-                          if _held_norm(item.dep.target) is not None), (None, None))
-        if norm is not None:  # a zeroed channel still moves the norm's statistics: masks could not be verified
-            held.append(f"{_node_name(DG, g[0].dep.target)} (through {type(norm.module).__name__} "
-                        f"{_node_name(DG, norm)!r}{why})")
+        heads = head_layout(model, DG, g, watch.found)
+        if heads is not None:  # an attention layer's inside, cut in whole heads
+            name, items = heads
+            layer = model.get_submodule(name)
+            (rows, of_row), (cols, of_col) = head_channels(layer)
+            slices = (LayerSlice(f"{name}.qkv", OPTYPE.LINEAR, "out", rows, of_row, items[0].dep.target.pruning_dim),
+                      LayerSlice(f"{name}.proj", OPTYPE.LINEAR, "in", cols, of_col, items[1].dep.target.pruning_dim))
+            groups.append((order.get(f"{name}.qkv", len(order)),
+                           ChannelGroup(f"{name}.qkv", layer.num_heads, slices, heads=name), items))
             continue
-        if any(item.dep.target.type in _SPLITS for item in g.items):  # the chunk sizes are in the model's code
-            held.append(f"{_node_name(DG, g[0].dep.target)} (its output is split into chunks by the model's code)")
-            continue
-        through = _attention_in(DG, g, attention)
-        if through is not None:  # heads and q/k pairs: not prunable one channel at a time
-            held.append(f"{_node_name(DG, g[0].dep.target)} (runs through the attention {through!r})")
+        why = why_held(DG, g, watch, shuffles)
+        if why is not None:
+            held.append(f"{node_name(DG, g[0].dep.target)} ({why})")
             continue
         slices = []
         for item in g.items:
@@ -357,11 +284,11 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, atte
             if node.type in _REFUSED:
                 raise ModelError(
                     f"cannot prune channels that run through {_REFUSED[node.type]} "
-                    f"{_node_name(DG, node)!r} ({type(node.module).__name__})")
+                    f"{node_name(DG, node)!r} ({type(node.module).__name__})")
             if isinstance(node.module, tp.ops._ElementWiseOp) or node.type in (
                     OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.RESHAPE, OPTYPE.UNBIND, OPTYPE.EXPAND, OPTYPE.SLICE):
                 continue  # no weights: the cost model follows these through the trace
-            slices.append(LayerSlice(_node_name(DG, node), node.type, _dim(DG, item),
+            slices.append(LayerSlice(node_name(DG, node), node.type, side(DG, item),
                                      np.asarray(item.idxs, dtype=np.int64),
                                      np.asarray(item.root_idxs, dtype=np.int64), node.pruning_dim))
         size = len(g[0].idxs)
@@ -374,12 +301,12 @@ def _collect(model: nn.Module, DG, tp_groups, outputs, records, input_size, atte
             held.append(f"{first.module} (its channels are made by several layers side by side, "
                         f"e.g. {partial.module!r})")
             continue
-        block, why = _blocks(model, slices, size)
+        block, why = blocks_of(model, slices, size)
         if why is not None:
             held.append(f"{first.module} ({why})")
             continue
         groups.append((order.get(first.module, len(order)), ChannelGroup(first.module, size, tuple(slices), block),
                        [item for item in g.items]))
     groups.sort(key=lambda t: t[0])
-    cost = build_cost_model(DG, records, [items for _, _, items in groups], model)
+    cost = build_cost_model(DG, records, [items for _, _, items in groups], model, [g.size for _, g, _ in groups])
     return ChannelGroups(tuple(g for _, g, _ in groups), tuple(input_size), cost, tuple(held))

@@ -3,6 +3,8 @@ and the plan that removes a given prefix of each group's removal order."""
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from ..dependency.groups import ChannelGroups
@@ -21,15 +23,22 @@ def plan_global(groups: ChannelGroups, scores: list[np.ndarray], target: Target,
     owner = np.repeat(np.arange(len(groups)), budget.sizes)
     local = np.concatenate([np.arange(n) for n in budget.sizes])
     orders = [np.argsort(s, kind="stable") for s in scores]
-    trajectory = []
-    for k in np.lexsort((owner, flat)):  # ties: earlier group first, deterministic
-        if budget.done():
-            break
+    trajectory, ranking, waiting, patient = [], deque(np.lexsort((owner, flat)).tolist()), [], True
+    while not budget.done():  # ranking ties: earlier group first, deterministic
+        if not ranking:
+            if not waiting:
+                break
+            ranking, waiting, patient = deque(waiting), [], False  # only steps that overshoot are left
+        k = ranking.popleft()
         g, c = owner[k], int(local[k])
         if not budget.alive[g][c] or not budget.quantum(g):
             continue
         # a grouped convolution's blocks lose one channel each at once: the lowest of each
-        for channel in (budget.choose(g, orders[g], groups[g].blocks) if groups[g].blocks > 1 else [c]):
+        step = budget.choose(g, orders[g], groups[g].blocks) if groups[g].blocks > 1 else [c]
+        if patient and budget.overshoots(len(step) * groups.cost.savings(budget.counts)[g]):
+            waiting.append(k)  # it waits while a smaller step can land nearer the target
+            continue
+        for channel in step:
             budget.remove(g, int(channel))
             trajectory.append({"step": len(trajectory), "group": groups[g].id, "channel": int(channel),
                                "macs": int(budget.macs), "params": int(budget.params)})

@@ -1,7 +1,10 @@
 """The target, and the budget every planner spends: kept channels per group and the running cost.
 
 Every planner removes channels one quantum at a time and stops as soon as the target is
-met, so it lands as close above the target as the granularity allows. Costs are
+met, so it lands as close above the target as the granularity allows: a step that would
+overshoot the MACs target by more than ``LANDING`` of the unpruned MACs (a transformer's
+stream loses one channel per head at once, each a share of every layer) waits while a
+smaller step can still be taken. Costs are
 analytic (:class:`~mrp_gpu.dependency.cost.CostModel`): no forward pass per step.
 """
 
@@ -16,7 +19,9 @@ from ..dependency.groups import ChannelGroups
 from ..errors import TargetError
 from ..plan import PruningPlan
 
-__all__ = ["Target", "Budget"]
+__all__ = ["Target", "Budget", "LANDING"]
+
+LANDING = 0.02  # how far past the MACs target a step may go (share of the unpruned MACs) while others go less
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,14 @@ class Budget:
 
     def done(self) -> bool:
         return self.target is not None and self.target.met(*self.reductions())
+
+    def overshoots(self, saved) -> np.ndarray:
+        """Per step considered: whether saving ``saved`` MACs would overshoot the MACs target
+        by more than ``LANDING``."""
+        saved = np.asarray(saved, dtype=np.float64)
+        if self.target is None or self.target.flops is None:
+            return np.zeros(saved.shape, dtype=bool)
+        return 1 - (self.macs - saved) / self.macs0 > self.target.flops + LANDING
 
     def quantum(self, g: int) -> int:
         """Channels group ``g`` loses at its next selection; 0 when it cannot shrink.

@@ -58,6 +58,8 @@ def greedy_plan(state: PlannerState, budget: Budget, target: Target | None, conf
                 break  # the complete order is known
             raise TargetError("no group can shrink further before the target is met")  # reachability was checked
         savings = groups.cost.savings(budget.counts)
+        far = budget.overshoots(quanta[candidates] * savings[candidates])
+        candidates = candidates[~far] if not far.all() else candidates  # a smaller step lands nearer
         g, score, fallback = _choose(state, allocation, budget, candidates, savings, stale)
         r_before, r_max = float(state.R[g]), float(state.R.max())
         chosen = state.pick(g, int(quanta[g]), by_norm=fallback, partners=bool(config.compensate))

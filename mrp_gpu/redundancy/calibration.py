@@ -21,15 +21,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dependency.groups import ChannelGroups
+from ..dependency.projections import Projection, tap
 from ..linalg import gram
 from .features import ActivationTaps, GroupFeatures, check_finite, run_hooked
 
 __all__ = ["Calibration", "CovarianceTaps", "measure", "is_dense", "input_rows", "row_count"]
 
 
-def is_dense(layer: nn.Module) -> bool:
-    """A layer whose every output reads every input: a linear layer or a 2-D convolution with ``groups=1``."""
-    return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
+def is_dense(layer: nn.Module | Projection) -> bool:
+    """A layer whose every output reads every input: a linear layer, an attention's projection
+    or a 2-D convolution with ``groups=1``."""
+    return isinstance(layer, (nn.Linear, Projection)) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
 
 
 def input_rows(layer: nn.Module, x: torch.Tensor, pick: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,7 +89,7 @@ def row_count(layer: nn.Module, x: torch.Tensor) -> int:
 class CovarianceTaps:
     """The hooks that accumulate the input covariance of each dense layer in ``names``.
 
-    ``hooks(model)`` registers them (forward pre-hooks); after the pass, ``result()`` gives
+    ``hooks(model)`` registers them (:func:`~mrp_gpu.dependency.projections.tap`); after the pass, ``result()`` gives
     ``{name: [in_features, in_features]}`` (float64, centred).
     """
 
@@ -98,11 +100,10 @@ class CovarianceTaps:
         self.sums: dict[str, list] = {}
 
     def hooks(self, model: nn.Module) -> list:
-        return [model.get_submodule(n).register_forward_pre_hook(self._hook_for(n)) for n in self.names]
+        return [tap(model, n, self._hook_for(n)) for n in self.names]
 
     def _hook_for(self, name: str):
-        def hook(module, args):
-            x = args[0].detach()
+        def hook(module, x):
             n = row_count(module, x)
             pick = torch.randperm(n, generator=self.gen)[:self.per_chunk].to(x.device) if n > self.per_chunk else None
             x = input_rows(module, x, pick)

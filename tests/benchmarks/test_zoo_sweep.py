@@ -17,7 +17,7 @@ from zoo_sweep import check_model
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "zoo.json"
 FAST = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_0", "mnasnet0_5", "googlenet",
-        "convnext_tiny", "regnet_x_400mf"]
+        "convnext_tiny", "regnet_x_400mf", "shufflenet_v2_x0_5"]
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -28,7 +28,7 @@ def test_fast_subset_is_pruned_and_verified(name):
 
 
 @pytest.mark.parametrize("name,reason", [("swin_t", "ShiftedWindowAttention"),
-                                         ("shufflenet_v2_x0_5", "dependency tracer cannot follow")])
+                                         ("maxvit_t", "RelativePositionalMultiHeadAttention")])
 def test_unsupported_models_are_refused_by_name(name, reason):
     with pytest.raises(MRPError, match=reason):
         check_model(name, 0.3)

@@ -126,3 +126,84 @@ def test_split_and_concatenated_channels_are_pruned_or_left_whole(cls, why):
         assert any(why in h for h in groups.held)
     for method in ("mrp", "l1"):  # masked == sliced and MACs == counted, whatever was left whole
         assert check(model, (3, 8, 8), target_flops=0.1, method=method, groups=groups)["macs_reduction"] >= 0.1
+
+
+class _Multiplier(torch.nn.Module):
+    """A one-channel stem, then a depthwise convolution with a channel multiplier (each input
+    channel makes two outputs), then a pointwise one."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.b0 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+        self.dw, self.b1 = torch.nn.Conv2d(4, 8, 3, padding=1, groups=4), torch.nn.BatchNorm2d(8)
+        self.pw, self.b2 = torch.nn.Conv2d(8, 8, 1), torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.dw(torch.relu(self.b0(self.stem(x))))))
+        return self.fc(torch.relu(self.b2(self.pw(x))).mean((2, 3)))
+
+
+class _ChannelsFirstEmbedding(torch.nn.Module):
+    """A [1, C, H, W] position embedding: Torch-Pruning cuts a parameter's last dimension."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.pos = torch.nn.Parameter(torch.randn(1, 6, 4, 4))
+        self.c2 = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = torch.nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(self.c1(x) + self.pos)).mean((2, 3)))
+
+
+class _TokenMixer(torch.nn.Module):
+    """A Mixer block: a linear layer over the tokens (5), on the transposed stream (8 channels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.norm = torch.nn.Linear(4, 8), torch.nn.LayerNorm(8)
+        self.tokens, self.fc1, self.fc2 = torch.nn.Linear(5, 5), torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.tokens(self.norm(x).transpose(1, 2)).transpose(1, 2)
+        return self.head((x + self.fc2(torch.relu(self.fc1(x)))).mean(1))
+
+
+@pytest.mark.parametrize("cls,size,held,kept", [
+    (_Multiplier, (1, 8, 8), "the depthwise convolution with a channel multiplier 'dw'", "pw"),
+    (_ChannelsFirstEmbedding, (3, 4, 4), "through the parameter 'pos' (1, 6, 4, 4), whose dimension 3", "c2"),
+    (_TokenMixer, (5, 4), "through 'tokens', whose output has 5 positions, not these channels", "fc1")])
+def test_layers_torch_pruning_would_cut_wrongly_are_left_whole_by_name(cls, size, held, kept):
+    torch.manual_seed(0)
+    model = cls().eval()
+    groups = build_groups(model, size)
+    assert any(held in h for h in groups.held), groups.held
+    assert kept in groups.ids and (cls is not _Multiplier or "stem" not in groups.ids)
+    assert check(model, size, target_flops=0.05, groups=groups)["max_abs_diff_masked_vs_sliced"] < 1e-4
+
+
+def test_a_timm_vit_stream_runs_around_its_attention_and_its_inside_is_heads():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.models.vision_transformer.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2,
+                                                          num_heads=2, num_classes=10).eval()
+    groups = build_groups(vit, (3, 32, 32))
+    stream = [g for g in groups if g.kind == "stream"]
+    assert len(stream) == 1 and {"blocks.0.attn.qkv", "blocks.0.attn.proj"} <= {s.module for s in stream[0].slices}
+    assert groups["blocks.0.attn.qkv"].kind == "heads" and not groups.held  # inside: whole heads (test_heads.py)
+    record = check(vit, (3, 32, 32), target_flops=0.3, groups=groups)
+    assert record["kinds"]["stream"] == 1 and record["kept"][stream[0].id] < 32
+
+
+def test_a_weight_standardised_convolution_is_left_whole_by_name():
+    timm = pytest.importorskip("timm")
+    model = torch.nn.Sequential(timm.layers.ScaledStdConv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 2)).eval()
+    groups = build_groups(model, (3, 8, 8))
+    assert groups.ids == ["2"] and any("the weight-standardised convolution '0' (ScaledStdConv2d)" in h
+                                       for h in groups.held)

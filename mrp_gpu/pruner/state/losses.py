@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...dependency.projections import dense_layer
 from ...linalg import Precision
 from ...redundancy.calibration import is_dense
 from ...redundancy.features import consumer_energy, output_scale
@@ -30,12 +31,13 @@ REBUILD_INPUTS = 8192
 
 def rebuild_consumers(model, groups) -> list[str]:
     """The consumers the ``rebuild`` loss counts, whose input covariances the calibration pass
-    measures: every dense consumer of a group with at most ``REBUILD_INPUTS`` inputs."""
+    measures: every dense consumer of a group (attention projections included) with at most
+    ``REBUILD_INPUTS`` inputs."""
     def counted(name):
-        m = model.get_submodule(name)
+        m = dense_layer(model, name)
         return is_dense(m) and m.weight[0].numel() <= REBUILD_INPUTS
 
-    return sorted({s.module for group in groups for s in group.consumers if counted(s.module)})
+    return sorted({s.module for group in groups for s in group.dense_inputs if counted(s.module)})
 
 
 class Losses:
@@ -105,13 +107,13 @@ class Losses:
     def _rebuild(self, g: int) -> Rebuild:
         """The :class:`Rebuild` state of group ``g``: its counted consumers on the calibration images."""
         group, consumers = self.groups[g], []
-        for s in group.consumers:
+        for s in group.dense_inputs:
             if s.module not in self.covs:
                 continue
             channels, times = np.unique(s.channel, return_counts=True)
             if (times != times[0]).any():
                 continue  # channels read at unequal numbers of positions: not counted
-            w = self.model.get_submodule(s.module).weight.detach()
+            w = dense_layer(self.model, s.module).weight.detach()
             per = int(np.prod(w.shape[2:]))  # columns per input position: the kernel's taps
             # every position a channel occupies (e.g. 49 after flattening a 7x7 map), times the taps
             pos = s.idxs[np.argsort(s.channel, kind="stable")]

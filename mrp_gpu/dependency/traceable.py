@@ -1,0 +1,71 @@
+"""Equivalent forwards of layers Torch-Pruning's tracer cannot follow, used only while tracing.
+
+ShuffleNet v2's block splits its input with ``chunk`` and mixes its output with a
+channel shuffle (view, transpose, view). The tracer follows neither: it infers the
+shuffle's reshape as one of 0 channels (a division by zero), and once past it, wrong
+split sizes for the chunk. While tracing, each block therefore runs a forward that
+computes the same values in ops the tracer does follow: slices for the chunk, and the
+shuffle as one ``index_select`` over the channels. The tracer takes that select for
+an op that keeps channel positions, which the shuffle does not, so every group through
+a shuffle is left whole (:func:`traceable` records the shuffles' outputs for
+:func:`~mrp_gpu.dependency.groups.build_groups`). What stays prunable is what the
+shuffle never touches: each block's bottleneck (its first 1x1 convolution's
+outputs through the depthwise convolution) and the stem. The block's own forward runs
+everywhere else (calibration, refit, the pruned model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+
+import torch
+import torch.nn as nn
+
+__all__ = ["traceable"]
+
+
+def _shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``channel_shuffle(x, groups)`` as one select over the channels."""
+    c = x.shape[1]
+    order = torch.arange(c, device=x.device).view(groups, c // groups).T.reshape(-1)
+    return torch.index_select(x, 1, order)
+
+
+def _shufflenet_block(outputs: dict, name: str):
+    def forward(self, x):
+        if self.stride == 1:
+            half = x.shape[1] // 2
+            out = torch.cat((x[:, :half], self.branch2(x[:, half:])), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        out = _shuffle(out, 2)
+        if out.grad_fn is not None:
+            outputs[out.grad_fn] = name
+        return out
+    return forward
+
+
+def _forms() -> dict[type, callable]:
+    from torchvision.models.shufflenetv2 import InvertedResidual
+
+    return {InvertedResidual: _shufflenet_block}
+
+
+@contextlib.contextmanager
+def traceable(model: nn.Module):
+    """Within it, the layers of ``model`` the tracer cannot follow run their traceable forms.
+
+    Yields ``{grad_fn: module name}`` of the channel shuffles' outputs seen while it
+    is open: the groups whose channels run through one cannot be pruned."""
+    forms, outputs, patched = _forms(), {}, []
+    try:
+        for name, module in model.named_modules():
+            form = next((f for t, f in forms.items() if type(module) is t), None)
+            if form is not None:
+                module.forward = types.MethodType(form(outputs, name), module)
+                patched.append(module)
+        yield outputs
+    finally:
+        for module in patched:
+            del module.forward  # the class's own forward again

@@ -1,0 +1,43 @@
+"""ShuffleNet v2 is traced through its traceable block forms: the bottlenecks are pruned, every
+group through a channel shuffle is held whole by name, and the block's own forward is back after."""
+
+import torch
+import torchvision
+
+from mrp_gpu.api import check
+from mrp_gpu.dependency.groups import build_groups
+from mrp_gpu.dependency.traceable import traceable
+
+SIZE = (3, 32, 32)
+
+
+def _shufflenet():
+    torch.manual_seed(0)
+    return torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+
+
+def test_traceable_blocks_compute_what_the_blocks_do_and_are_undone():
+    model, x = _shufflenet(), torch.randn(2, *SIZE)
+    with torch.no_grad():
+        ref = model(x)
+        with traceable(model) as shuffles:
+            assert any("forward" in m.__dict__ for m in model.modules())
+            assert torch.equal(model(x), ref)
+        assert not any("forward" in m.__dict__ for m in model.modules())
+    assert len(shuffles) == 0  # under no_grad there is no grad_fn to record
+    with traceable(model) as shuffles:
+        model(x)
+    assert sorted(set(shuffles.values())) == sorted(n for n, m in model.named_modules()
+                                                   if type(m).__name__ == "InvertedResidual")
+
+
+def test_shufflenet_bottlenecks_are_pruned_and_the_shuffled_channels_held():
+    model = _shufflenet()
+    groups = build_groups(model, SIZE)
+    blocks = [n for n, m in model.named_modules() if type(m).__name__ == "InvertedResidual"]
+    assert {f"{b}.branch2.0" for b in blocks} <= set(groups.ids)  # every block's bottleneck
+    assert all("runs through the channel shuffle of 'stage" in h for h in groups.held)
+    for g in groups:  # no group crosses a shuffle or the chunk after it
+        assert not any(s.module.endswith("branch2.5") for s in g.producers), g.id
+    record = check(model, SIZE, target_flops=0.3)
+    assert record["macs_reduction"] >= 0.3 and record["max_abs_diff_masked_vs_sliced"] < 1e-4
