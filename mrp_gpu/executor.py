@@ -159,7 +159,7 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
                 parent, _, attr = s.module.rpartition(".")
                 setattr(sliced.get_submodule(parent) if parent else sliced, attr, result)
         fix_widths(sliced)
-        fix_heads(sliced)
+        fix_heads(sliced, [g.heads for g in groups if g.heads is not None])
     return sliced
 
 

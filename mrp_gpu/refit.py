@@ -28,6 +28,7 @@ import threading
 import numpy as np
 import torch
 import torch.nn as nn
+from torch_pruning.ops import OPTYPE
 
 from .dependency.groups import ChannelGroups, build_groups
 from .dependency.projections import dense_layer, tap
@@ -136,6 +137,23 @@ def _removed_inputs(plan: PruningPlan, groups: ChannelGroups) -> dict[str, list[
     return removed
 
 
+def _removed_outputs(model: nn.Module, plan: PruningPlan, groups: ChannelGroups) -> dict[str, torch.Tensor]:
+    """Per dense layer (attention projections included): the output rows the plan removes."""
+    out: dict[str, list] = {}
+    for gid in plan.kept:
+        gone = plan.removed(gid)
+        for s in groups[gid].slices:
+            pos = s.idxs[np.isin(s.channel, gone)]
+            if s.optype == OPTYPE.MHA:  # a stream channel takes its q, k and v rows and its output row
+                e = model.get_submodule(s.module).embed_dim
+                out.setdefault(f"{s.module}:in_proj", []).extend([pos, pos + e, pos + 2 * e])
+                out.setdefault(f"{s.module}:out_proj", []).append(pos)
+            elif s.is_producer:
+                out.setdefault(s.module, []).append(pos)
+    device = next(model.parameters()).device
+    return {n: torch.as_tensor(np.unique(np.concatenate(p)), device=device) for n, p in out.items()}
+
+
 def _kept_columns(layer: nn.Module, removed: list[np.ndarray]) -> torch.Tensor:
     """The flattened weight columns of ``layer`` that read surviving inputs."""
     per = int(np.prod(layer.weight.shape[2:]))  # columns per input channel
@@ -145,8 +163,9 @@ def _kept_columns(layer: nn.Module, removed: list[np.ndarray]) -> torch.Tensor:
 
 
 def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: torch.Tensor | None,
-           ridge: float) -> None:
-    """Set ``layer``'s weights on ``cols`` (all: None) to the ridge regression of ``target`` on ``x_kept``.
+           ridge: float, removed: torch.Tensor | None = None) -> None:
+    """Set ``layer``'s weights on ``cols`` (all: None) to the ridge regression of ``target`` on ``x_kept``;
+    the output rows ``removed`` (a masked model's, e.g. q, k and v of a removed stream channel) stay zero.
 
     The products over rows are taken in float32, the solve in float64: on the demo the
     refit model's accuracy is the same to the last test image as with float64 products
@@ -158,12 +177,12 @@ def _solve(layer: nn.Module, x_kept: torch.Tensor, target: torch.Tensor, cols: t
     xx.diagonal().add_(ridge * float(xx.diagonal().mean().clamp_min(1e-12)))
     w = torch.linalg.solve(xx, (x.T @ target.float()).double()).T  # [out, kept columns]
     flat = layer.weight.view(layer.weight.shape[0], -1)
-    removed = ~flat.any(1)  # outputs the mask removed stay removed (q, k, v of a pruned stream channel)
     if cols is None:
         flat.copy_(w)
     else:
         flat[:, cols] = w.to(flat.dtype)
-    flat[removed] = 0
+    if removed is not None:
+        flat[removed] = 0
 
 
 @torch.no_grad()
@@ -222,21 +241,24 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     try:
         names = [n for n in forward_order(model, set(removed), images) if is_dense(dense_layer(masked, n))]
         layout = {n: (None, _kept_columns(dense_layer(masked, n), removed[n])) for n in names}
-        lockstep_refit(model, masked, layout, images, ridge=ridge, max_rows=max_rows, seed=seed, progress=progress)
+        lockstep_refit(model, masked, layout, images, ridge=ridge, max_rows=max_rows, seed=seed, progress=progress,
+                       zero=_removed_outputs(masked, plan, groups))
     finally:
         model.train(was)
     return masked, plan
 
 
 def lockstep_refit(model: nn.Module, pruned: nn.Module, layout: dict, images: torch.Tensor, *,
-                   ridge: float = RIDGE, max_rows: int = 32768, seed: int = 0, progress: bool = False) -> None:
+                   ridge: float = RIDGE, max_rows: int = 32768, seed: int = 0, progress: bool = False,
+                   zero: dict | None = None) -> None:
     """Refit the layers of ``pruned`` named in ``layout``, in place, in one pass of both models.
 
     ``layout[name] = (rows, cols)``, in the order the models run the layers: the unpruned
     layer's outputs ``rows`` (all: None) are the targets, and the pruned layer's weight
     columns ``cols`` (all: None) are refit on what it reads. The unpruned model runs in a
     thread and hands each layer's targets to the pruned model's pass, which fits the layer
-    when it reaches it, before running it. Both models must be in eval mode. On CUDA the
+    when it reaches it, before running it; ``zero[name]``: output rows it keeps at zero. Both
+    models must be in eval mode. On CUDA the
     thread works on the caller's current stream.
     """
     from tqdm.auto import tqdm
@@ -259,7 +281,7 @@ def lockstep_refit(model: nn.Module, pruned: nn.Module, layout: dict, images: to
         got, pick, target = link.get()
         if got != name:
             raise ModelError(f"the unpruned and the pruned model reached {got} and {name} in different orders")
-        _solve(layer, input_rows(layer, x, pick), target, layout[name][1], ridge)
+        _solve(layer, input_rows(layer, x, pick), target, layout[name][1], ridge, (zero or {}).get(name))
         bar.update()
 
     stream = torch.cuda.current_stream() if images.is_cuda else None

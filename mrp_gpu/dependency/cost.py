@@ -22,6 +22,8 @@ import torch_pruning as tp
 from torch_pruning.ops import OPTYPE
 from torch_pruning.utils import op_counter
 
+from .nodes import side
+
 __all__ = ["CallRecord", "CostModel", "record_calls", "build_cost_model"]
 
 
@@ -149,16 +151,13 @@ class _Slots:
     its positions every group holds."""
 
     def __init__(self, DG, group_items: list, sizes: list[int]):
-        two_dims = (OPTYPE.CONV, OPTYPE.LINEAR)
         self.row: dict = {}
         self.base: list[float] = []
         self.mult: list[dict[int, float]] = []
         self.membership: dict = {}  # (node, dim) -> {group: share of its positions}
         for gi, items in enumerate(group_items):
             for item in items:
-                node = item.dep.target
-                dim = "in" if (node.type in two_dims and DG.is_in_channel_pruning_fn(item.dep.handler)) else "out"
-                self.membership.setdefault((node, dim), {})[gi] = len(item.idxs) / sizes[gi]
+                self.membership.setdefault((item.dep.target, side(DG, item)), {})[gi] = len(item.idxs) / sizes[gi]
 
     def _slot(self, key, size: float) -> int:
         if key not in self.row:

@@ -29,7 +29,8 @@ from . import TRACE_TIMEOUT
 from .attention import ActivationProducts
 from .cost import CallRecord, CostModel, build_cost_model, record_calls
 from .heads import head_channels, head_layout
-from .holds import blocks_of, node_name, refuse_windowed_attention, side, why_held
+from .holds import blocks_of, why_held
+from .nodes import node_name, side
 from .projections import PROJECTIONS, projection_name
 from .traceable import traceable
 
@@ -221,7 +222,6 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         When a group runs through a layer type mrp_gpu cannot prune, naming it; when
         the trace runs out of time; when grouping fails, naming the stage.
     """
-    refuse_windowed_attention(model)
     was_training = model.training
     x = example_input(input_size, device=device)
     records: list[CallRecord] = []

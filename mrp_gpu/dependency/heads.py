@@ -21,12 +21,13 @@ import numpy as np
 import torch.nn as nn
 from torch_pruning.ops import OPTYPE
 
-from .holds import node_name, side
+from .nodes import node_name, side
 
-__all__ = ["head_layout", "head_channels", "fix_heads"]
+__all__ = ["is_heads_layer", "head_layout", "head_channels", "fix_heads"]
 
 
-def _is_heads_layer(m: nn.Module) -> bool:
+def is_heads_layer(m: nn.Module) -> bool:
+    """Whether ``m`` is laid out in heads (the module docstring says how)."""
     qkv, proj = getattr(m, "qkv", None), getattr(m, "proj", None)
     if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)):
         return False
@@ -45,7 +46,7 @@ def head_layout(model: nn.Module, DG, group, attention) -> tuple[str, list] | No
     if qkv is None:
         return None
     name = node_name(DG, qkv.dep.target).removesuffix(".qkv")
-    if name not in attention or not _is_heads_layer(layer := model.get_submodule(name)):
+    if name not in attention or not is_heads_layer(layer := model.get_submodule(name)):
         return None
     proj = [item for item in group.items if item.dep.target.module is layer.proj and side(DG, item) == "in"]
     dense = [item for item in group.items if item.dep.target.type in (OPTYPE.LINEAR, OPTYPE.CONV)]
@@ -60,11 +61,10 @@ def head_channels(layer: nn.Module) -> tuple[tuple[np.ndarray, np.ndarray], tupl
     return (rows, rows % layer.attn_dim // layer.head_dim), (cols, cols // layer.head_dim)
 
 
-def fix_heads(model: nn.Module) -> None:
-    """After slicing: ``num_heads`` and ``attn_dim`` of every heads layer whose ``qkv`` lost heads."""
-    for m in model.modules():
-        qkv = getattr(m, "qkv", None)
-        if isinstance(qkv, nn.Linear) and isinstance(getattr(m, "head_dim", None), int) and \
-                isinstance(getattr(m, "attn_dim", None), int) and qkv.out_features != 3 * m.attn_dim:
-            m.num_heads = qkv.out_features // (3 * m.head_dim)
-            m.attn_dim = m.num_heads * m.head_dim
+def fix_heads(model: nn.Module, layers) -> None:
+    """After slicing: ``num_heads`` and ``attn_dim`` of the heads layers named in ``layers``
+    (the groups' :attr:`~mrp_gpu.dependency.groups.ChannelGroup.heads`), from what ``qkv`` kept."""
+    for name in layers:
+        m = model.get_submodule(name)
+        m.num_heads = m.qkv.out_features // (3 * m.head_dim)
+        m.attn_dim = m.num_heads * m.head_dim

@@ -5,8 +5,7 @@ sees what was not pruned and why: channels normalised together (GroupNorm, a Lay
 over several dimensions), cut into chunks by the model's code, mixed by a channel
 shuffle, running inside an attention layer (q, k, v and heads), held by a parameter
 whose dimension Torch-Pruning would cut is not theirs, or blocks of a grouped
-convolution or of heads that would not stay whole. Windowed attention is refused
-before tracing.
+convolution or of heads that would not stay whole.
 """
 
 from __future__ import annotations
@@ -15,48 +14,19 @@ import numpy as np
 import torch.nn as nn
 from torch_pruning.ops import OPTYPE
 
-from ..errors import ModelError
 from .attention import inside
+from .heads import is_heads_layer
+from .nodes import TWO_DIMS, node_name, side
 from .transformer import head_blocks, unsupported_attention, unsupported_norm
 
-__all__ = ["why_held", "blocks_of", "node_name", "side", "refuse_windowed_attention"]
+__all__ = ["why_held", "blocks_of"]
 
-# Node types whose channel dimension is one: what enters is what leaves.
-_TWO_DIMS = {OPTYPE.CONV, OPTYPE.LINEAR}
 # Layers whose statistics mix channels: zeroing one is not removing it, so such groups are left whole
 # (LayerNorm is masked over its kept channels instead: mrp_gpu.dependency.transformer).
 _NORMALISED_TOGETHER = {OPTYPE.GN}
 # Channels cut into chunks by torch.split/chunk/unbind: the sizes live in the model's code, so such groups
 # are left whole too.
 _SPLITS = {OPTYPE.SPLIT, OPTYPE.UNBIND}
-
-
-def _windowed_attention() -> tuple[type, ...]:
-    """Attention layers refused before tracing: following them costs the tracer more memory than a machine has."""
-    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
-    from torchvision.models.swin_transformer import ShiftedWindowAttention
-
-    return ShiftedWindowAttention, RelativePositionalMultiHeadAttention
-
-
-def refuse_windowed_attention(model: nn.Module) -> None:
-    kinds = _windowed_attention()
-    for name, module in model.named_modules():
-        if isinstance(module, kinds):
-            raise ModelError(f"cannot trace the windowed attention {name!r} ({type(module).__name__}): "
-                             "Torch-Pruning's tracer runs out of memory on it (over 8 GB at a 64x64 input); "
-                             "Swin and MaxViT are not supported yet")
-
-
-def node_name(DG, node) -> str:
-    if node.type == OPTYPE.PARAMETER:
-        return DG._param_to_name[node.module]
-    return DG._module2name.get(node.module) or f"<{type(node.module).__name__}>"
-
-
-def side(DG, item) -> str:
-    node = item.dep.target
-    return "in" if node.type in _TWO_DIMS and DG.is_in_channel_pruning_fn(item.dep.handler) else "out"
 
 
 def why_held(DG, group, watch, shuffles: dict) -> str | None:
@@ -110,9 +80,11 @@ def _attention_in(DG, group, attention, io: dict) -> str | None:
     """The attention layer a Torch-Pruning group runs through, if any (by structure, or
     nn.MultiheadAttention). ``io``: every module's inputs' and outputs' grad_fns in the trace.
 
-    A group that only enters an attention layer by the dense layers reading its input (timm's
-    ``qkv``), and leaves by the one making its output (``proj``), is a stream around it:
-    those layers' other sides are its insides (q, k, v and heads), the stream's are not."""
+    A group that only enters a heads layer (:mod:`.heads`: timm's ``Attention``) by the dense
+    layer reading its input (``qkv``), and leaves by the one making its output (``proj``), is a
+    stream around it: its inside has its own width (``attn_dim``). Other attention layers may
+    tie their inside to their input's width in their code (MaxViT's reshapes to it), so any
+    group touching them is left whole."""
     for item in group.items:
         node = item.dep.target
         name = node_name(DG, node)
@@ -122,15 +94,21 @@ def _attention_in(DG, group, attention, io: dict) -> str | None:
                 return f"{name}: {why}"
             continue  # its heads lose channels evenly (blocks_of): the stream is pruned through it
         found = inside(name, attention)
-        if found is not None and not _faces_outside(DG, item, io.get(name), io.get(found)):
+        if found is not None and not (found and is_heads_layer(DG.model.get_submodule(found)) and
+                                      _faces_outside(DG, item, io.get(name), io.get(found))):
             return found or "the model's own forward"
+    entered = {inside(node_name(DG, item.dep.target), attention) for item in group.items}
+    for name in attention:  # read by weights the tracer does not see (a functional F.linear on them)
+        if name and name not in entered and any(item.dep.target.grad_fn in io.get(name, ((),))[0]
+                                                for item in group.items):
+            return name
     return None
 
 
 def _faces_outside(DG, item, layer, attention) -> bool:
     """Whether ``item`` is the side of a dense layer that reads the attention's input or
     makes its output (``layer``, ``attention``: their inputs' and outputs' grad_fns)."""
-    if item.dep.target.type not in _TWO_DIMS or layer is None or attention is None:
+    if item.dep.target.type not in TWO_DIMS or layer is None or attention is None:
         return False
     at = 0 if side(DG, item) == "in" else 1
     return bool(layer[at]) and layer[at] <= attention[at]

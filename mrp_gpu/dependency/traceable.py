@@ -1,4 +1,4 @@
-"""Equivalent forwards of layers Torch-Pruning's tracer cannot follow, used only while tracing.
+"""Equivalent forms of layers Torch-Pruning's tracer cannot follow, used only while tracing.
 
 ShuffleNet v2's block splits its input with ``chunk`` and mixes its output with a
 channel shuffle (view, transpose, view). The tracer follows neither: it infers the
@@ -10,8 +10,14 @@ an op that keeps channel positions, which the shuffle does not, so every group t
 a shuffle is left whole (:func:`traceable` records the shuffles' outputs for
 :func:`~mrp_gpu.dependency.groups.build_groups`). What stays prunable is what the
 shuffle never touches: each block's bottleneck (its first 1x1 convolution's
-outputs through the depthwise convolution) and the stem. The block's own forward runs
-everywhere else (calibration, refit, the pruned model).
+outputs through the depthwise convolution), the stem and the last convolution.
+
+Windowed attention (Swin, MaxViT) gathers its relative position bias from a table by
+an index; following that gather into the scores of every window costs the tracer more
+memory than a machine has (over 8 GB for ``swin_t`` at 64x64). The bias is per head and
+never pruned, so while tracing it is a constant (detached): ``swin_t`` then traces in
+seconds. The layers' own methods run everywhere else (calibration, refit, the pruned
+model).
 """
 
 from __future__ import annotations
@@ -46,10 +52,25 @@ def _shufflenet_block(outputs: dict, name: str):
     return forward
 
 
-def _forms() -> dict[type, callable]:
-    from torchvision.models.shufflenetv2 import InvertedResidual
+def _constant_bias(method: str):
+    """A windowed attention's relative position bias, detached: a constant to the tracer."""
+    def form(_outputs: dict, _name: str):
+        def bias(self):
+            return getattr(type(self), method)(self).detach()
+        return bias
+    return method, form
 
-    return {InvertedResidual: _shufflenet_block}
+
+def _forms() -> dict[type, tuple[str, callable]]:
+    """Per layer type: the method replaced while tracing, and what makes its replacement."""
+    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+    from torchvision.models.shufflenetv2 import InvertedResidual
+    from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
+
+    return {InvertedResidual: ("forward", _shufflenet_block),
+            ShiftedWindowAttention: _constant_bias("get_relative_position_bias"),
+            ShiftedWindowAttentionV2: _constant_bias("get_relative_position_bias"),
+            RelativePositionalMultiHeadAttention: _constant_bias("get_relative_positional_bias")}
 
 
 @contextlib.contextmanager
@@ -61,11 +82,11 @@ def traceable(model: nn.Module):
     forms, outputs, patched = _forms(), {}, []
     try:
         for name, module in model.named_modules():
-            form = next((f for t, f in forms.items() if type(module) is t), None)
-            if form is not None:
-                module.forward = types.MethodType(form(outputs, name), module)
-                patched.append(module)
+            if type(module) in forms:
+                method, form = forms[type(module)]
+                setattr(module, method, types.MethodType(form(outputs, name), module))
+                patched.append((module, method))
         yield outputs
     finally:
-        for module in patched:
-            del module.forward  # the class's own forward again
+        for module, method in patched:
+            delattr(module, method)  # the class's own method again

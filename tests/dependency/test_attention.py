@@ -71,14 +71,13 @@ def test_inside():
     assert inside("blocks.0.attn2", ["blocks.0.attn"]) is None and inside("x", []) is None
 
 
-def test_transformer_mlps_and_stream_are_pruned_and_attention_left_whole():
+def test_transformer_mlps_are_pruned_and_attention_left_whole():
     torch.manual_seed(0)
     model = TinyViT().eval()
     groups = build_groups(model, (3, 32, 32))
-    # the stream enters each attention by q, k, v and leaves it by proj: it runs around it
-    assert groups.ids == ["patch", "blocks.0.fc1", "blocks.1.fc1"] and groups["patch"].kind == "stream"
-    assert any(h.startswith("blocks.0.attn.") and "runs through the attention 'blocks.0.attn'" in h
-               for h in groups.held)  # q, k, v: inside it
+    # the stream too: this attention is not laid out in heads (its code could tie its inside to its input)
+    assert groups.ids == ["blocks.0.fc1", "blocks.1.fc1"]  # the MLP hidden units
+    assert any("runs through the attention 'blocks.0.attn'" in h for h in groups.held)
     record = check(model, (3, 32, 32), target_flops=0.1, groups=groups)  # masked == sliced, MACs == counted
     assert record["macs_reduction"] >= 0.1
     p = plan(model, (3, 32, 32), target_flops=0.1, groups=groups)

@@ -57,33 +57,18 @@ def test_a_masked_head_outputs_zero_and_the_data_path_refits_the_projection():
         assert (masked(calib) - ref).norm() < (plain(calib) - ref).norm()
 
 
-def test_a_gated_attention_keeps_its_heads_whole():
-    class Gated(nn.Module):  # the heads layout, but a gate at the attention's width
-        def __init__(self):
-            super().__init__()
-            self.num_heads, self.head_dim, self.attn_dim = 2, 4, 8
-            self.qkv, self.proj, self.gate = nn.Linear(8, 24), nn.Linear(8, 8), nn.Linear(8, 8)
-
-        def forward(self, x):
-            b, n, _ = x.shape
-            q, k, v = self.qkv(x).reshape(b, n, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
-            out = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, 8)
-            return self.proj(out * self.gate(x).sigmoid())
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed, self.attn, self.head = nn.Linear(4, 8), Gated(), nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.head(self.attn(self.embed(x)).mean(1))
-
-    groups = build_groups(Net().eval(), (5, 4))
-    assert "heads" not in groups.kinds() and any(h.startswith("attn.") for h in groups.held)
+def test_an_attention_normalising_its_heads_outputs_keeps_its_heads_whole():
+    # a norm over every head's output together: removing a head would move its statistics
+    vit = _vit(qk_norm=False)
+    for block in vit.blocks:
+        block.attn.norm = nn.LayerNorm(64)
+    groups = build_groups(vit.eval(), SIZE)
+    assert "heads" not in groups.kinds() and any("blocks.0.attn" in h for h in groups.held)
 
 
-def test_fix_heads_follows_qkv():
-    layer = timm.layers.Attention(32, num_heads=4)
-    layer.qkv = nn.Linear(32, 3 * 2 * 8)
-    fix_heads(layer)
-    assert (layer.num_heads, layer.attn_dim) == (2, 16)
+def test_fix_heads_follows_qkv_of_the_layers_named():
+    model = nn.Sequential(timm.layers.Attention(32, num_heads=4), timm.layers.Attention(32, num_heads=4))
+    for layer in model:
+        layer.qkv = nn.Linear(32, 3 * 2 * 8)
+    fix_heads(model, ["0"])
+    assert (model[0].num_heads, model[0].attn_dim) == (2, 16) and model[1].num_heads == 4

@@ -10,7 +10,6 @@ import torchvision
 from mrp_gpu.api import execute, masked_vs_sliced, plan
 from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.dependency.projections import Projection, dense_layer, tap
-from mrp_gpu.errors import ModelError
 from mrp_gpu.executor import apply_masks, slice_model
 from mrp_gpu.pruner.state.losses import rebuild_consumers
 
@@ -43,15 +42,20 @@ def test_the_tapped_inputs_are_what_the_projections_read(batch_first):
     torch.testing.assert_close(mha.out_proj(context), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_attention_it_cannot_recompute_is_refused_by_name():
+def test_attention_it_cannot_recompute_is_not_tapped():
     model = nn.Sequential()
     model.add_module("attn", nn.MultiheadAttention(8, 2, batch_first=True))
     x, y = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
-    _, handles = _taps(model, ["attn:out_proj"])
-    with pytest.raises(ModelError, match="attn:out_proj: .*self-attention without masks"):
-        model[0](x, y, y)
+    seen, handles = _taps(model, ["attn:in_proj", "attn:out_proj"])
+    mask = torch.ones(4, 4, dtype=torch.bool).triu(1)
+    with torch.no_grad():
+        model[0](x, y, y)  # cross-attention: k and v read y, not the query
+        model[0](x, x, x, attn_mask=mask)  # masked
+        assert not seen
+        model[0](x, x, x)
     for h in handles:
         h.remove()
+    assert set(seen) == {"attn:in_proj", "attn:out_proj"}
 
 
 def _vit():

@@ -1,5 +1,6 @@
-"""ShuffleNet v2 is traced through its traceable block forms: the bottlenecks are pruned, every
-group through a channel shuffle is held whole by name, and the block's own forward is back after."""
+"""Layers the tracer cannot follow are traced in equivalent forms: ShuffleNet v2's bottlenecks are
+pruned and every group through a channel shuffle held whole by name; Swin traces with its relative
+position bias constant and its MLPs pruned; the layers' own methods are back after."""
 
 import torch
 import torchvision
@@ -41,3 +42,22 @@ def test_shufflenet_bottlenecks_are_pruned_and_the_shuffled_channels_held():
         assert not any(s.module.endswith("branch2.5") for s in g.producers), g.id
     record = check(model, SIZE, target_flops=0.3)
     assert record["macs_reduction"] >= 0.3 and record["max_abs_diff_masked_vs_sliced"] < 1e-4
+
+
+def test_swin_is_traced_with_its_bias_constant_and_its_mlps_pruned():
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                            num_classes=5).eval()
+    attn = model.features[1][0].attn
+    with traceable(model):
+        assert "get_relative_position_bias" in attn.__dict__
+        assert not attn.get_relative_position_bias().requires_grad
+    assert "get_relative_position_bias" not in attn.__dict__ and attn.get_relative_position_bias().requires_grad
+    groups = build_groups(model, SIZE)
+    assert groups.kinds() == {"linear": 4}  # every block's MLP hidden units
+    # the stream enters the attention through weights the tracer does not see (F.linear on them): whole
+    assert any("runs through the attention 'features.1.0.attn'" in h for h in groups.held)
+    record = check(model, SIZE, target_flops=0.2, groups=groups)
+    assert record["macs_reduction"] >= 0.2 and record["max_abs_diff_masked_vs_sliced"] < 1e-4
