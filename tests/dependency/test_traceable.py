@@ -61,3 +61,19 @@ def test_swin_is_traced_with_its_bias_constant_and_its_mlps_pruned():
     assert any("runs through the attention 'features.1.0.attn'" in h for h in groups.held)
     record = check(model, SIZE, target_flops=0.2, groups=groups)
     assert record["macs_reduction"] >= 0.2 and record["max_abs_diff_masked_vs_sliced"] < 1e-4
+
+
+def test_swin_v2_attention_traces_as_it_computes():
+    from torchvision.models import swin_transformer as S
+
+    torch.manual_seed(0)
+    model = S.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                              num_classes=5, block=S.SwinTransformerBlockV2, downsample_layer=S.PatchMergingV2).eval()
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        ref = model(x)
+        with traceable(model):
+            assert torch.equal(model(x), ref)
+    groups = build_groups(model, SIZE, timeout=60)
+    assert groups.kinds() == {"linear": 4}
+    assert check(model, SIZE, target_flops=0.2, groups=groups)["max_abs_diff_masked_vs_sliced"] < 1e-4
