@@ -48,7 +48,7 @@ def check_plan(plan: PruningPlan, groups: ChannelGroups) -> None:
                             f"(plan made for {plan.model!r}?)")
 
 
-def _removed_positions(plan: PruningPlan, groups: ChannelGroups) -> dict:
+def removed_positions(plan: PruningPlan, groups: ChannelGroups) -> dict:
     """(module, dim) -> (a slice of it, sorted positions to remove), merged over groups."""
     check_plan(plan, groups)
     out: dict[tuple[str, str], tuple[LayerSlice, list]] = {}
@@ -125,7 +125,7 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     masked = copy.deepcopy(model)
     unmask_norms(masked)  # a masked model is masked afresh
     groups = groups or build_groups(masked, plan.input_size, device=_device(model))
-    positions = _removed_positions(plan, groups)
+    positions = removed_positions(plan, groups)
     with stage("masking", masked):
         _fold_merges(masked, plan, groups)
         for s, pos in positions.values():
@@ -140,7 +140,7 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     sliced = copy.deepcopy(model)
     unmask_norms(sliced)
     groups = groups or build_groups(sliced, plan.input_size, device=_device(model))
-    positions = _removed_positions(plan, groups)
+    positions = removed_positions(plan, groups)
     with stage("slicing", sliced):
         _fold_merges(sliced, plan, groups)
         for s, pos in positions.values():

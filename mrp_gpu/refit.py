@@ -33,7 +33,7 @@ from torch_pruning.ops import OPTYPE
 from .dependency.groups import ChannelGroups, build_groups
 from .dependency.projections import dense_layer, tap
 from .errors import ModelError
-from .executor import apply_masks
+from .executor import apply_masks, removed_positions
 from .linalg import gram
 from .plan import PruningPlan
 from .redundancy.calibration import input_rows, is_dense, row_count
@@ -139,19 +139,15 @@ def _removed_inputs(plan: PruningPlan, groups: ChannelGroups) -> dict[str, list[
 
 def _removed_outputs(model: nn.Module, plan: PruningPlan, groups: ChannelGroups) -> dict[str, torch.Tensor]:
     """Per dense layer (attention projections included): the output rows the plan removes."""
-    out: dict[str, list] = {}
-    for gid in plan.kept:
-        gone = plan.removed(gid)
-        for s in groups[gid].slices:
-            pos = s.idxs[np.isin(s.channel, gone)]
-            if s.optype == OPTYPE.MHA:  # a stream channel takes its q, k and v rows and its output row
-                e = model.get_submodule(s.module).embed_dim
-                out.setdefault(f"{s.module}:in_proj", []).extend([pos, pos + e, pos + 2 * e])
-                out.setdefault(f"{s.module}:out_proj", []).append(pos)
-            elif s.is_producer:
-                out.setdefault(s.module, []).append(pos)
+    out: dict[str, np.ndarray] = {}
+    for s, pos in removed_positions(plan, groups).values():
+        if s.optype == OPTYPE.MHA:  # a stream channel takes its q, k and v rows and its output row
+            e = model.get_submodule(s.module).embed_dim
+            out[f"{s.module}:in_proj"], out[f"{s.module}:out_proj"] = np.concatenate([pos, pos + e, pos + 2 * e]), pos
+        elif s.is_producer:
+            out[s.module] = pos
     device = next(model.parameters()).device
-    return {n: torch.as_tensor(np.unique(np.concatenate(p)), device=device) for n, p in out.items()}
+    return {n: torch.as_tensor(p, device=device) for n, p in out.items()}
 
 
 def _kept_columns(layer: nn.Module, removed: list[np.ndarray]) -> torch.Tensor:

@@ -51,14 +51,14 @@ def why_held(DG, group, watch, shuffles: dict) -> str | None:
     through = _attention_in(DG, group, tuple(watch.found), watch.io)
     if through is not None:  # heads and q/k pairs: not prunable one channel at a time
         return f"runs through the attention {through!r}"
-    odd = next((item for item in group.items if _width(DG, item) is not None
-                and max(item.idxs, default=-1) >= _width(DG, item)), None)
+    odd, width = next(((item, w) for item in group.items if (w := _width(DG, item)) is not None
+                       and max(item.idxs, default=-1) >= w), (None, None))
     if odd is not None:  # the trace put channels where the layer has fewer positions
         node = odd.dep.target
         if node.type == OPTYPE.PARAMETER:  # e.g. a [1, C, H, W] position embedding: channels not last
             return (f"through the parameter {node_name(DG, node)!r} {tuple(node.module.shape)}, whose dimension "
                     f"{node.pruning_dim} Torch-Pruning would cut is not these channels'")
-        return (f"through {node_name(DG, node)!r}, whose {side(DG, odd)}put has {_width(DG, odd)} positions, not "
+        return (f"through {node_name(DG, node)!r}, whose {side(DG, odd)}put has {width} positions, not "
                 "these channels (Torch-Pruning follows a transpose or a slice before it as if it kept them)")
     return None
 

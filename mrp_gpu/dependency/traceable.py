@@ -13,11 +13,10 @@ shuffle never touches: each block's bottleneck (its first 1x1 convolution's
 outputs through the depthwise convolution), the stem and the last convolution.
 
 Windowed attention (Swin, MaxViT) gathers its relative position bias from a table by
-an index; following that gather into the scores of every window costs the tracer more
-memory than a machine has (over 8 GB for ``swin_t`` at 64x64). The bias is per head and
-never pruned, so while tracing it is a constant (detached): ``swin_t`` then traces in
-seconds. Swin v2's per-head logit scale is detached the same way (with it, a two-block
-Swin v2 ran past 300 s; without, 0.2 s). The layers' own methods run everywhere else (calibration, refit, the pruned
+an index, and Swin v2 scales its scores by a learned per-head logit scale; following
+those into the scores of every window costs the tracer more memory and time than a
+machine has. Both are per head and never pruned, so while tracing they are constants
+(detached). The layers' own methods run everywhere else (calibration, refit, the pruned
 model).
 """
 
