@@ -18,6 +18,11 @@ those into the scores of every window costs the tracer more memory and time than
 machine has. Both are per head and never pruned, so while tracing they are constants
 (detached). The layers' own methods run everywhere else (calibration, refit, the pruned
 model).
+
+Swin's patch merging concatenates the four pixels of each 2x2 patch along the channels.
+The tracer sizes a concatenation's inputs by walking the graph back from it, and in a
+deep Swin (``swin_s``, ``swin_b``) that walk runs out of its depth limit and the trace
+fails; the same values as one reshape (space to depth) ask for no such walk.
 """
 
 from __future__ import annotations
@@ -74,15 +79,44 @@ def _swin_v2_attention(_outputs: dict, _name: str):
     return forward
 
 
+def _space_to_depth(x: torch.Tensor) -> torch.Tensor:
+    """Swin's ``_patch_merging_pad``: [..., H, W, C] to [..., H/2, W/2, 4C], the pixel (i, j) of
+    each 2x2 patch at channels (2j + i)C onwards, without a concatenation."""
+    *lead, h, w, c = x.shape
+    x = torch.nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    h, w = h + h % 2, w + w % 2
+    x = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+    n = len(lead)
+    return x.permute(*range(n), n, n + 2, n + 3, n + 1, n + 4).reshape(*lead, h // 2, w // 2, 4 * c)
+
+
+def _patch_merging(_outputs: dict, _name: str):
+    def forward(self, x):
+        return self.reduction(self.norm(_space_to_depth(x)))
+    return forward
+
+
+def _patch_merging_v2(_outputs: dict, _name: str):
+    def forward(self, x):
+        return self.norm(self.reduction(_space_to_depth(x)))
+    return forward
+
+
 def _forms() -> dict[type, tuple[str, callable]]:
     """Per layer type: the method replaced while tracing, and what makes its replacement."""
     from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
     from torchvision.models.shufflenetv2 import InvertedResidual
-    from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
+    from torchvision.models.swin_transformer import (
+        PatchMerging,
+        PatchMergingV2,
+        ShiftedWindowAttention,
+        ShiftedWindowAttentionV2,
+    )
 
     return {InvertedResidual: ("forward", _shufflenet_block),
             ShiftedWindowAttention: _constant_bias("get_relative_position_bias"),
             ShiftedWindowAttentionV2: ("forward", _swin_v2_attention),
+            PatchMerging: ("forward", _patch_merging), PatchMergingV2: ("forward", _patch_merging_v2),
             RelativePositionalMultiHeadAttention: _constant_bias("get_relative_positional_bias")}
 
 

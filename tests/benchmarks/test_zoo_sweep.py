@@ -27,7 +27,7 @@ def test_fast_subset_is_pruned_and_verified(name):
     assert record["max_abs_diff_masked_vs_sliced"] < 1e-2
 
 
-@pytest.mark.parametrize("name,reason", [("swin_s", "dependency tracer cannot follow SwinTransformer")])
+@pytest.mark.parametrize("name,reason", [("timm/nf_resnet26", "NormFreeNet has no channel group mrp_gpu can prune")])
 def test_unsupported_models_are_refused_by_name(name, reason):
     with pytest.raises(MRPError, match=reason):
         check_model(name, 0.3)

@@ -1,6 +1,6 @@
 """Layers the tracer cannot follow are traced in equivalent forms: ShuffleNet v2's bottlenecks are
 pruned and every group through a channel shuffle held whole by name; Swin traces with its relative
-position bias constant and its MLPs pruned; the layers' own methods are back after."""
+position bias constant and its patch merging as one reshape, its MLPs pruned; the layers' own methods are back after."""
 
 import torch
 import torchvision
@@ -76,4 +76,32 @@ def test_swin_v2_attention_traces_as_it_computes():
             assert torch.equal(model(x), ref)
     groups = build_groups(model, SIZE, timeout=60)
     assert groups.kinds() == {"linear": 4}
+    assert check(model, SIZE, target_flops=0.2, groups=groups)["max_abs_diff_masked_vs_sliced"] < 1e-4
+
+
+def test_patch_merging_as_one_reshape_equals_the_concatenation():
+    from torchvision.models.swin_transformer import _patch_merging_pad
+
+    from mrp_gpu.dependency.traceable import _space_to_depth
+
+    for shape in [(2, 8, 6, 5), (1, 7, 9, 3), (3, 2, 4, 4, 2)]:  # odd sides are padded as Swin pads them
+        x = torch.randn(*shape)
+        assert torch.equal(_space_to_depth(x), _patch_merging_pad(x))
+
+
+def test_a_deep_swin_stage_traces():
+    """Past a stage of 18 blocks (swin_s, swin_b) the tracer's walk to size the patch merging's
+    concatenation runs out of depth and the trace fails; the reshape form has none to size."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 18, 2], num_heads=[2, 4, 4],
+                            window_size=[4, 4], num_classes=5).eval()
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        ref = model(x)
+        with traceable(model):
+            assert torch.equal(model(x), ref)
+    groups = build_groups(model, SIZE)
+    assert groups.kinds() == {"linear": 22}
     assert check(model, SIZE, target_flops=0.2, groups=groups)["max_abs_diff_masked_vs_sliced"] < 1e-4
