@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import summarize
+from quality_report import summarize
 
 from mrp_gpu.io import atomic_write_text
 

@@ -35,7 +35,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from quality import find, fmt
+from quality_report import find, fmt
 from ri_study import THRESHOLDS, redundancy_by_threshold
 
 from mrp_gpu.config import MRPConfig

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import find, fmt
+from quality_report import find, fmt
 
 from mrp_gpu.api import analyze, plan
 from mrp_gpu.config import MRPConfig

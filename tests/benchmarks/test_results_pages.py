@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import data_path  # noqa: E402
 import gpu_bench  # noqa: E402
 import louvain_quality  # noqa: E402
-import quality  # noqa: E402
+import quality_report  # noqa: E402
 import refit_study  # noqa: E402
 import results_page  # noqa: E402
 import ri_study  # noqa: E402
@@ -24,7 +24,7 @@ import zoo_sweep  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = [  # (page, JSON, how the script renders it)
-    ("quality_cpu.md", "quality_cpu.json", quality.markdown),
+    ("quality_cpu.md", "quality_cpu.json", quality_report.markdown),
     ("throughput_cpu.md", "throughput_cpu.json", throughput.markdown),
     ("louvain_quality.md", "louvain_quality.json", louvain_quality.markdown),
     ("ri_study.md", "ri_study.json", ri_study.markdown),
@@ -55,7 +55,7 @@ def test_the_results_index_and_the_readme_tables_are_generated():
 
 
 def test_the_headline_quality_row_is_the_summary_of_the_default_runs():
-    rows = quality.summarize(json.loads((RESULTS / "quality_cpu.json").read_text()))
+    rows = quality_report.summarize(json.loads((RESULTS / "quality_cpu.json").read_text()))
     default = next(r for r in rows if r["method"] == "mrp" and r["protocol"] == results_page.RECAL
                    and (r["model"], r["target"]) == ("demo", 0.5))
     assert default["default"] and f"| {default['acc_mean']:.2f} ± {default['acc_std']:.2f} |" in \

@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from quality import _base_config, find, summarize
+from quality_methods import _base_config
+from quality_report import find, summarize
 from threshold_sweep import accuracies, markdown
 
 

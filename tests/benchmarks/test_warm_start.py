@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from quality import parse_method, summarize
+from quality_methods import parse_method
+from quality_report import summarize
 from warm_start import RECAL, recal_accuracy
 
 
