@@ -34,6 +34,7 @@ from .dependency.groups import ChannelGroups, build_groups
 from .dependency.projections import dense_layer, tap
 from .errors import ModelError
 from .executor import apply_masks, removed_positions
+from .hooks import hooked
 from .linalg import gram
 from .plan import PruningPlan
 from .redundancy.calibration import input_rows, is_dense, row_count
@@ -98,15 +99,11 @@ def _hooked_run(module: nn.Module, names: list[str], images: torch.Tensor, on_in
                     raise _Stop
         return hook
 
-    handles = [tap(module, n, hook_for(n)) for n in names]
     try:
-        with torch.no_grad():
+        with hooked(tap(module, n, hook_for(n)) for n in names), torch.no_grad():
             module(images)
     except _Stop:
         pass
-    finally:
-        for h in handles:
-            h.remove()
     if left:
         raise ModelError(f"{sorted(left)[0]} did not run on the calibration batch")
 
@@ -115,12 +112,8 @@ def forward_order(model: nn.Module, names: set[str], images: torch.Tensor) -> li
     """The modules in ``names`` in the order ``model`` first runs them (on one image); an
     attention's q/k/v projection before its output projection."""
     order = []
-    handles = [tap(model, n, lambda _m, _x, n=n: order.append(n)) for n in sorted(names)]
-    try:
+    with hooked(tap(model, n, lambda _m, _x, n=n: order.append(n)) for n in sorted(names)):
         model(images[:1])
-    finally:
-        for h in handles:
-            h.remove()
     return list(dict.fromkeys(order))
 
 

@@ -22,6 +22,7 @@ import torch_pruning as tp
 from torch_pruning.ops import OPTYPE
 from torch_pruning.utils import op_counter
 
+from ..hooks import hooked
 from .nodes import side
 
 __all__ = ["CallRecord", "CostModel", "record_calls", "build_cost_model"]
@@ -84,12 +85,8 @@ def record_calls(model: nn.Module, inputs, records: list[CallRecord]):
             tuple(out.shape) if isinstance(out, torch.Tensor) else (),
             getattr(out, "grad_fn", None), in_fn, channels_last, flops, x.shape[0] / batch if batched else 1.0))
 
-    handles = [m.register_forward_hook(hook) for m in _counted(model)]
-    try:
+    with hooked(m.register_forward_hook(hook) for m in _counted(model)):
         return model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class CostModel:

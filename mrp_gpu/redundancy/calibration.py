@@ -13,7 +13,9 @@ float64; the solves downstream need float64 (a 4,608-input covariance is ill con
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -99,8 +101,8 @@ class CovarianceTaps:
         self.gen = torch.Generator().manual_seed(seed)
         self.sums: dict[str, list] = {}
 
-    def hooks(self, model: nn.Module) -> list:
-        return [tap(model, n, self._hook_for(n)) for n in self.names]
+    def hooks(self, model: nn.Module) -> Iterator:
+        return (tap(model, n, self._hook_for(n)) for n in self.names)
 
     def _hook_for(self, name: str):
         def hook(module, x):
@@ -157,8 +159,8 @@ def measure(model: nn.Module, groups: ChannelGroups, images: torch.Tensor, *, fe
     """
     acts = ActivationTaps(groups, pool) if features else None
     covs = CovarianceTaps(consumers, len(images), chunk=chunk, max_rows=max_rows, seed=seed) if consumers else None
-    handles = (covs.hooks(model) if covs else []) + (acts.hooks(model) if acts else [])
-    if handles:
-        run_hooked(model, handles, images, chunk, progress=progress)
+    if covs or acts:
+        run_hooked(model, itertools.chain(covs.hooks(model) if covs else (), acts.hooks(model) if acts else ()),
+                   images, chunk, progress=progress)
     return Calibration(images, check_finite(acts.result(), "activations") if acts else None,
                        covs.result() if covs else {})

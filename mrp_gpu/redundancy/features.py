@@ -10,6 +10,7 @@ features is their Pearson correlation. Both are L2-normalised rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from ..dependency.groups import ChannelGroup, ChannelGroups, LayerSlice
 from ..errors import ModelError, MRPError
+from ..hooks import hooked
 
 __all__ = ["GroupFeatures", "weight_matrix", "bn_scale", "output_scale", "consumer_energy", "weight_features",
            "ActivationTaps", "activation_features", "run_hooked", "normalize_rows", "check_finite",
@@ -109,22 +111,22 @@ def consumer_energy(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     return energy
 
 
-def run_hooked(model: nn.Module, handles: list, batch: torch.Tensor, chunk: int, progress: bool = False,
+def run_hooked(model: nn.Module, hooks: Iterable, batch: torch.Tensor, chunk: int, progress: bool = False,
                desc: str = "calibration") -> None:
-    """Run ``model`` in eval mode over ``batch`` in chunks, for what its hooks collect; then
-    remove the hooks and restore the model's mode."""
+    """Run ``model`` in eval mode over ``batch`` in chunks, for what ``hooks`` (handles, drawn as
+    they are registered: :func:`~mrp_gpu.hooks.hooked`) collect; then remove them and restore
+    the model's mode."""
     from tqdm.auto import tqdm
 
     was = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        for x in tqdm(batch.split(chunk), desc=desc, unit="chunk", disable=not progress, leave=False):
-            model(x.to(device))
+        with hooked(hooks):
+            device = next(model.parameters()).device
+            for x in tqdm(batch.split(chunk), desc=desc, unit="chunk", disable=not progress, leave=False):
+                model(x.to(device))
     finally:
         model.train(was)
-        for h in handles:
-            h.remove()
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:
@@ -163,8 +165,8 @@ class ActivationTaps:
                 self.taps.setdefault(s.module, []).append((gi, j, s))
         self.collected = [[[] for _ in (g.norms or g.producers)] for g in groups]
 
-    def hooks(self, model: nn.Module) -> list:
-        return [model.get_submodule(name).register_forward_hook(self._hook_for(name)) for name in self.taps]
+    def hooks(self, model: nn.Module) -> Iterator:
+        return (model.get_submodule(name).register_forward_hook(self._hook_for(name)) for name in self.taps)
 
     def _hook_for(self, name: str):
         def hook(module, args, out):
