@@ -37,6 +37,8 @@ def calibrate(model, groups: ChannelGroups, config, data, *, progress: bool = Fa
     """
     if data is None:
         return None
+    if isinstance(data, Calibration):
+        data.validate(model, groups)
     cal = data if isinstance(data, Calibration) else Calibration(data)
     features = config.features == "activation" and reads_grams(config) and cal.features is None
     consumers = ([n for n in rebuild_consumers(model, groups) if n not in cal.covariances]

@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dependency.groups import ChannelGroups
-from ..dependency.projections import Projection, tap
+from ..dependency.projections import Projection, dense_layer, tap
+from ..errors import DataError
 from ..linalg import gram
 from .features import ActivationTaps, GroupFeatures, check_finite, run_hooked
 
@@ -143,6 +144,24 @@ class Calibration:
         if self.features is not None:
             held += sum(r.numel() * r.element_size() for r in self.features.rows)
         return held
+
+    def validate(self, model: nn.Module, groups: ChannelGroups) -> None:
+        """Raise :class:`DataError` unless what it holds was measured on ``model``'s ``groups``
+        (a Calibration is reused across plans of one model, not across models)."""
+        f = self.features
+        if f is not None and (tuple(f.ids) != tuple(groups.ids) or [len(r) for r in f.rows] != list(groups.sizes)):
+            raise DataError(f"the Calibration's activation features are of other channel groups ({len(f.ids)}, "
+                            f"the first {f.ids[0] if f.ids else None!r}) than this model's ({len(groups)}, the first "
+                            f"{groups.ids[0] if len(groups) else None!r}): measure it on this model")
+        for name, cov in self.covariances.items():
+            try:
+                width = dense_layer(model, name).weight[0].numel()
+            except AttributeError:
+                raise DataError(f"the Calibration holds the input covariance of {name!r}, a layer this model "
+                                "does not have: measure it on this model") from None
+            if cov.shape[0] != width:
+                raise DataError(f"the Calibration's input covariance of {name!r} is {cov.shape[0]} wide, the "
+                                f"layer reads {width} inputs: measure it on this model")
 
 
 @torch.no_grad()

@@ -74,3 +74,25 @@ def test_non_finite_activations_name_the_group(resnet20, resnet20_groups):
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(ModelError, match="NaN or Inf activations"):
         measure(resnet20, resnet20_groups, x, features=True)
+
+
+def test_a_calibration_of_another_model_is_refused_by_what_differs(resnet20, resnet20_groups):
+    from mrp_gpu.errors import DataError
+    from mrp_gpu.models import create_model
+
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cal = measure(resnet20, resnet20_groups, x, features=True, consumers=["layer1.0.conv2"], pool=2)
+    cal.validate(resnet20, resnet20_groups)  # its own model: fine
+    other = create_model("vgg_demo")
+    with pytest.raises(DataError, match="activation features are of other channel groups"):
+        cal.validate(other, build_groups(other, (1, 28, 28)))
+    covs_only = type(cal)(x, None, cal.covariances)
+    with pytest.raises(DataError, match="'layer1.0.conv2', a layer this model does not have"):
+        covs_only.validate(other, build_groups(other, (1, 28, 28)))
+    narrow = type(cal)(x, None, {"layer1.0.conv2": torch.eye(3)})
+    with pytest.raises(DataError, match="covariance of 'layer1.0.conv2' is 3 wide, the layer reads 144"):
+        narrow.validate(resnet20, resnet20_groups)
+    import mrp_gpu
+
+    with pytest.raises(DataError, match="measure it on this model"):  # a plan reusing it checks it first
+        mrp_gpu.plan(other, (1, 28, 28), target_flops=0.3, calibration=cal)
