@@ -12,6 +12,9 @@ and the unpruned model's logits, BN statistics frozen, on ``images`` training im
 whole test set.
 
     python benchmarks/reconstruct_study.py --out benchmarks/results
+    python benchmarks/reconstruct_study.py --models vit_demo --seed 1 --variants "images=256,steps=1000,lr=3e-4"
+
+A run adds to the committed JSON: its rows replace the same model, target, seed and variant.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import argparse
 import copy
 import json
 import platform
+import shlex
+import statistics
 import sys
 import time
 from datetime import date
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from quality import parse_method, prune
+from quality_methods import parse_method, prune
 
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader
 from mrp_gpu.finetune import evaluate, recalibrate_bn
@@ -64,7 +69,34 @@ def reconstruct(student, teacher, images, *, steps: int, lr: float, batch: int =
     return student
 
 
-def run(name: str, target: float, seed: int) -> dict:
+def parse_variants(text: str) -> tuple[dict, ...]:
+    """``"images=2000,steps=400,lr=1e-3;..."`` as variant dicts (every key given)."""
+    variants = []
+    for item in filter(None, text.split(";")):
+        v = dict(kv.split("=", 1) for kv in item.split(","))
+        if set(v) != {"images", "steps", "lr"}:
+            raise SystemExit(f"--variants: {item!r} must give images, steps and lr")
+        variants.append({"images": int(v["images"]), "steps": int(v["steps"]), "lr": float(v["lr"])})
+    return tuple(variants)
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` runs with ``new`` ones added; a variant measured again replaces its old row, and a
+    run whose default came out otherwise (other code) drops the variants measured from the old one."""
+    def key(v):
+        return v["images"], v["steps"], v["lr"]
+
+    runs = {(r["model"], r["target"], r["seed"]): r for r in old}
+    for r in new:
+        prior = runs.get((r["model"], r["target"], r["seed"]))
+        if prior is not None and prior["default"] == r["default"]:  # else its variants started from another pruning
+            kept = [v for v in prior["variants"] if key(v) not in {key(n) for n in r["variants"]}]
+            r = dict(r, variants=kept + r["variants"])
+        runs[(r["model"], r["target"], r["seed"])] = r
+    return list(runs.values())
+
+
+def run(name: str, target: float, seed: int, variants: tuple[dict, ...] = VARIANTS) -> dict:
     size = default_input_size(name, 1)
     model = create_model(name)
     test = make_loader(get_dataset("fashion-mnist", train=False, input_size=size, augment=False), batch_size=500,
@@ -81,7 +113,7 @@ def run(name: str, target: float, seed: int) -> dict:
     out = {"model": name, "target": target, "seed": seed, "macs_reduction": round(reduction, 4),
            "unpruned": accuracy(copy.deepcopy(model)), "default": accuracy(copy.deepcopy(pruned)), "variants": []}
     print(json.dumps(out), flush=True)
-    for v in VARIANTS:
+    for v in variants:
         images = calibration_batch("fashion-mnist", size, n=v["images"], seed=seed)  # its first 256: calibration's
         t0 = time.perf_counter()
         student = reconstruct(copy.deepcopy(pruned), model, images, steps=v["steps"], lr=v["lr"], seed=seed)
@@ -91,19 +123,36 @@ def run(name: str, target: float, seed: int) -> dict:
     return out
 
 
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:+.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:+.2f}"
+
+
 def markdown(r: dict) -> str:
-    lines = [f"# Output reconstruction after MRP's default, without retraining ({r['date']})", "",
-             f"`{r['command']}`; {r['machine']}. Fashion-MNIST test accuracy (%, 10,000 images) after BN "
-             "re-estimated on 2,000 training images; one seed (a screen). `default`: MRP's data defaults "
-             "(256 calibration images); the other rows add Adam steps on the logits' squared error against "
-             "the unpruned model (the module's docstring says how).", "",
-             "| model | MACs | unpruned | default | images | steps | lr | + reconstruction | gain | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """One row per model, target and variant, over the seeds that ran it: the mean default and
+    reconstruction accuracy, and the gain as the mean ± std of the paired differences."""
+    cells: dict = {}
     for run in r["runs"]:
         for v in run["variants"]:
-            lines.append(f"| {run['model']} | -{run['macs_reduction']:.1%} | {run['unpruned']:.2f} | "
-                         f"{run['default']:.2f} | {v['images']} | {v['steps']} | {v['lr']:g} | {v['acc']:.2f} | "
-                         f"{v['acc'] - run['default']:+.2f} | {v['seconds']:.0f} |")
+            key = (run["model"], run["target"], v["images"], v["steps"], v["lr"])
+            cells.setdefault(key, []).append((run, v))
+    lines = [f"# Output reconstruction after MRP's default, without retraining ({r['date']})", "",
+             "\n".join(f"    {c}" for c in r["commands"]), "",
+             f"{r['machine']}. Fashion-MNIST test accuracy (%, 10,000 images) after BN "
+             "re-estimated on 2,000 training images, mean over the seeds (n). `default`: MRP's data defaults "
+             "(256 calibration images); the other columns add Adam steps on the logits' squared error against "
+             "the unpruned model on `images` training images (the module's docstring says how); `gain`: mean ± "
+             "std of the per-seed differences; `seconds`: the reconstruction's, median.", "",
+             "| model | MACs | unpruned | default | images | steps | lr | + reconstruction | gain | n | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (model, _, images, steps, lr), rows in cells.items():
+        runs, variants = [a for a, _ in rows], [b for _, b in rows]
+        lines.append(f"| {model} | -{statistics.fmean(a['macs_reduction'] for a in runs):.1%} | "
+                     f"{statistics.fmean(a['unpruned'] for a in runs):.2f} | "
+                     f"{statistics.fmean(a['default'] for a in runs):.2f} | {images} | {steps} | {lr:g} | "
+                     f"{statistics.fmean(b['acc'] for b in variants):.2f} | "
+                     f"{_spread([b['acc'] - a['default'] for a, b in rows])} | {len(rows)} | "
+                     f"{statistics.median(b['seconds'] for b in variants):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,14 +161,20 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="demo")
     ap.add_argument("--targets", default="0.5,0.7")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", type=parse_variants, default=VARIANTS,
+                    help='"images=N,steps=N,lr=X;..." (default: the screen\'s four)')
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
-    result = {"command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
-              "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "runs": [run(m, float(t), args.seed) for m in args.models.split(",") for t in args.targets.split(",")]}
     out = Path(args.out)
-    atomic_write_text(out / "reconstruct_study.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "reconstruct_study.md", markdown(result))
+    command = shlex.join(["python", *sys.argv] if argv is None else argv)
+    old = json.loads((out / "reconstruct_study.json").read_text()) if (out / "reconstruct_study.json").exists() else {}
+    result = {"commands": old.get("commands", []) + [command], "date": date.today().isoformat(),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "runs": old.get("runs", [])}
+    for m in args.models.split(","):
+        for t in args.targets.split(","):  # written after each run: a long screen keeps what it measured
+            result["runs"] = merge(result["runs"], [dict(run(m, float(t), args.seed, args.variants), command=command)])
+            atomic_write_text(out / "reconstruct_study.json", json.dumps(result, indent=1))
+            atomic_write_text(out / "reconstruct_study.md", markdown(result))
     print(markdown(result))
     return 0
 

@@ -22,7 +22,10 @@ model).
 Swin's patch merging concatenates the four pixels of each 2x2 patch along the channels.
 The tracer sizes a concatenation's inputs by walking the graph back from it, and in a
 deep Swin (``swin_s``, ``swin_b``) that walk runs out of its depth limit and the trace
-fails; the same values as one reshape (space to depth) ask for no such walk.
+fails; the same values as one reshape (space to depth) ask for no such walk. The tracer
+maps that reshape's channels wrongly (as it did the concatenation's), so nothing may be
+cut through it: Swin's stream is held whole (its attention reads it through weights the
+tracer does not see), and only its MLPs are pruned.
 """
 
 from __future__ import annotations
