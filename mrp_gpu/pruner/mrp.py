@@ -41,7 +41,7 @@ def calibrate(model, groups: ChannelGroups, config, data, *, progress: bool = Fa
         data.validate(model, groups)
     cal = data if isinstance(data, Calibration) else Calibration(data)
     features = config.features == "activation" and reads_grams(config) and cal.features is None
-    consumers = ([n for n in rebuild_consumers(model, groups) if n not in cal.covariances]
+    consumers = ([n for n in rebuild_consumers(model, groups) if n not in cal.covariances and n not in cal.unseen]
                  if RULES[config.replace].loss == "rebuild" else [])
     if not (features or consumers):
         return cal
@@ -49,7 +49,7 @@ def calibrate(model, groups: ChannelGroups, config, data, *, progress: bool = Fa
         new = measure(model, groups, cal.images, features=features, consumers=consumers, pool=config.pool,
                       seed=config.seed, progress=progress)
     return Calibration(cal.images, cal.features if cal.features is not None else new.features,
-                       cal.covariances | new.covariances)
+                       cal.covariances | new.covariances, cal.unseen | (set(consumers) - set(new.covariances)))
 
 
 def _state(model, groups: ChannelGroups, config, device, calibration, stopwatch: Stopwatch | None) -> PlannerState:

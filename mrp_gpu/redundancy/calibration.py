@@ -130,12 +130,14 @@ class Calibration:
     (the refit runs on them again).
 
     ``features``: activation features (None when not measured); ``covariances``: the input
-    covariance of each measured dense consumer.
+    covariance of each measured dense consumer; ``unseen``: consumers asked for that gave
+    none (an attention projection called with masks is not tapped), not asked for again.
     """
 
     images: torch.Tensor
     features: GroupFeatures | None = None
     covariances: dict[str, torch.Tensor] = field(default_factory=dict)
+    unseen: frozenset[str] = frozenset()
 
     @property
     def nbytes(self) -> int:

@@ -127,3 +127,22 @@ def test_auto_allocation_follows_an_explicit_rule_and_baselines_ignore_mrp_optio
     assert config.allocation == "uniform" and "supplies no loss" in why["allocation"]
     p = plan(demo, (1, 28, 28), target_flops=0.3, method="l1", config=MRPConfig(replace="rebuild"))
     assert p.macs_reduction >= 0.3 and p.config["refit"] is False  # no data: the baseline is not refused
+
+
+def test_consumers_that_never_ran_tapped_are_not_asked_for_again(monkeypatch, resnet20, resnet20_groups):
+    import mrp_gpu.pruner.mrp as mrp
+    from mrp_gpu.redundancy.calibration import Calibration
+
+    config = MRPConfig().resolved(has_data=True)
+    asked, real = [], mrp.measure
+
+    def measure(model, groups, images, *, consumers, **kw):  # as if one consumer were never tapped
+        asked.append(list(consumers))
+        cal = real(model, groups, images, consumers=consumers, **kw)
+        return Calibration(cal.images, cal.features, {n: c for n, c in cal.covariances.items() if n != "fc"})
+
+    monkeypatch.setattr(mrp, "measure", measure)
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cal = mrp.calibrate(resnet20, resnet20_groups, config, images)
+    assert "fc" in asked[0] and cal.unseen == {"fc"} and "fc" not in cal.covariances
+    assert mrp.calibrate(resnet20, resnet20_groups, config, cal) is cal and len(asked) == 1  # no second pass
