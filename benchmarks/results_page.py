@@ -111,9 +111,9 @@ def drop_table(quality: dict) -> str:
             mine = next((s for s in cell if s["default"]), None)
             others = [s for s in cell if not s["method"].startswith("mrp")]
             best = max(others, key=lambda s: s["acc_mean"], default=None)
-            drop = "" if mine is None or none is None else f" ({none['acc_mean'] - mine['acc_mean']:.2f}" + (
-                ", goal met)" if none["acc_mean"] - mine["acc_mean"] <= goal else f", goal {goal})")
-            cells += [_cell(mine) + (f" (n={mine['n']})" if mine else "") + drop,
+            drop = None if mine is None or none is None else none["acc_mean"] - mine["acc_mean"]
+            said = "" if drop is None else f" ({drop:.2f}, " + ("goal met)" if drop <= goal else f"goal {goal})")
+            cells += [_cell(mine) + (f" (n={mine['n']})" if mine else "") + said,
                       "-" if best is None else f"{_cell(best)} `{best['method']}`" + (
                           f" (at -{best['macs_reduction']:.1%})" if abs(best["macs_reduction"] - t) > 0.01 else "")]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")

@@ -39,7 +39,9 @@ def calibrate(model, groups: ChannelGroups, config, data, *, progress: bool = Fa
         return None
     if isinstance(data, Calibration):
         data.validate(model, groups)
-    cal = data if isinstance(data, Calibration) else Calibration(data)
+        cal = data
+    else:
+        cal = Calibration(data)
     features = config.features == "activation" and reads_grams(config) and cal.features is None
     consumers = ([n for n in rebuild_consumers(model, groups) if n not in cal.covariances and n not in cal.unseen]
                  if RULES[config.replace].loss == "rebuild" else [])
