@@ -66,6 +66,7 @@ from quality_report import _cell, markdown, plot, run_label, summarize
 
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader, num_classes
+from mrp_gpu.distill import distill
 from mrp_gpu.errors import MRPError
 from mrp_gpu.finetune import TrainConfig, evaluate, fit, recalibrate_bn
 from mrp_gpu.io import atomic_write_bytes, atomic_write_text
@@ -146,6 +147,10 @@ class Bench:
         torch.manual_seed(seed)
         pruned, reduction, counts = prune(base, config, self.model, self.size, target, calibration, labels,
                                           self.tp_cache)
+        if config.distill:  # as ``mrp-gpu prune --distill`` does: the first calib_size images are calibration's
+            images = calibration_batch(self.args.data, self.size, n=config.distill_size, root=self.args.data_root,
+                                       seed=seed)
+            distill(pruned, self.model, images, steps=config.distill, seed=seed)
         run = {"model": self.name, "protocol": protocol, "tag": protocol_tag(protocol, self.budget),
                "target": target, "base": base, "method": method, "config": config.to_dict(), "seed": seed,
                "macs_reduction": round(reduction, 6), "kept": counts, "plan_seconds": round(time.time() - t0, 1)}

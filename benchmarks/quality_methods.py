@@ -21,6 +21,7 @@ from mrp_gpu.api import plan as make_plan
 from mrp_gpu.config import PAPER, MRPConfig
 from mrp_gpu.criteria import group_scores
 from mrp_gpu.dependency.groups import build_groups
+from mrp_gpu.dependency.self_attention import with_heads
 from mrp_gpu.errors import MRPError
 from mrp_gpu.executor import slice_model
 from mrp_gpu.integrations.torch_pruning import refit as tp_refit
@@ -86,7 +87,8 @@ def label(base: str, config: dict) -> str:
         if base == "mrp-alloc+l1":
             defaults["allocation"] = "srp"
     else:
-        defaults = {"refit": False, "min_channels": 1, "calib_size": MRPConfig.calib_size}  # what a baseline reads
+        defaults = {"refit": False, "min_channels": 1, "calib_size": MRPConfig.calib_size,  # what a baseline reads
+                    "distill": 0, "distill_size": MRPConfig.distill_size}
     if base in MRP_BASES:
         defaults |= RETIRED
         if config.get("refit"):  # the refit replaces the merges: compensate changed nothing
@@ -119,6 +121,7 @@ def prune(base: str, config: MRPConfig, model, size, target, calibration, labels
         if config.refit:
             tp_refit(model, pruned, calibration, tp_cache["pruner"])
         return pruned, tp_cache["reduction"], {}
+    model = with_heads(model, size)  # as every mrp_gpu entry point prunes it: self-attention in heads
     groups = build_groups(model, size)
     if base == "mrp-alloc+l1":
         counts = make_plan(model, size, target_flops=target, config=config, groups=groups,

@@ -4,9 +4,10 @@ MRP's data defaults (plan, least-squares refit, BN on the 256 calibration images
 the demo short of the unpruned model without retraining (``quality_cpu.md``).
 Post-training quantisation closes such gaps by reconstructing outputs with
 a few gradient steps on the calibration images (BRECQ and its kin). This screen tries
-the cheapest, architecture-free form: after the default, Adam steps (cosine schedule,
-batch 64, random 2-pixel crop and flip) on the mean squared error between the pruned
-and the unpruned model's logits, BN statistics frozen, on ``images`` training images
+the cheapest, architecture-free form, the product's ``distill`` (``mrp_gpu.distill``):
+after the default, Adam steps (cosine schedule, batch 64, random 2-pixel shift and
+flip) on the mean squared error between the pruned and the unpruned model's logits,
+BN statistics frozen, on ``images`` training images
 (the first 256 are the calibration images; no labels read). Every row is then read as
 ``quality.py``'s ``recal`` reads it: BN re-estimated on 2,000 training images, the
 whole test set.
@@ -31,42 +32,16 @@ from datetime import date
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from quality_methods import parse_method, prune
 
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader
+from mrp_gpu.distill import distill
 from mrp_gpu.finetune import evaluate, recalibrate_bn
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
 VARIANTS = ({"images": 256, "steps": 400, "lr": 3e-4}, {"images": 1024, "steps": 400, "lr": 3e-4},
             {"images": 1024, "steps": 1000, "lr": 3e-4}, {"images": 1024, "steps": 400, "lr": 1e-4})
-
-
-def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(len(x), generator=g) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    i, j = torch.randint(0, 5, (2,), generator=g).tolist()
-    return F.pad(x, (2, 2, 2, 2))[:, :, i:i + x.shape[2], j:j + x.shape[3]]
-
-
-def reconstruct(student, teacher, images, *, steps: int, lr: float, batch: int = 64, seed: int = 0):
-    """``student`` trained in place towards ``teacher``'s logits on ``images`` (BN frozen)."""
-    g = torch.Generator().manual_seed(seed)
-    student.eval()
-    teacher.eval()
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        x = _augment(images[torch.randint(0, len(images), (batch,), generator=g)], g)
-        with torch.no_grad():
-            target = teacher(x)
-        loss = F.mse_loss(student(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-    return student
 
 
 def parse_variants(text: str) -> tuple[dict, ...]:
@@ -116,7 +91,7 @@ def run(name: str, target: float, seed: int, variants: tuple[dict, ...] = VARIAN
     for v in variants:
         images = calibration_batch("fashion-mnist", size, n=v["images"], seed=seed)  # its first 256: calibration's
         t0 = time.perf_counter()
-        student = reconstruct(copy.deepcopy(pruned), model, images, steps=v["steps"], lr=v["lr"], seed=seed)
+        student = distill(copy.deepcopy(pruned), model, images, steps=v["steps"], lr=v["lr"], seed=seed)
         row = dict(v, seconds=round(time.perf_counter() - t0, 1), acc=accuracy(student))
         out["variants"].append(row)
         print(json.dumps(row), flush=True)

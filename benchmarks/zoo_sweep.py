@@ -34,6 +34,7 @@ import torch
 from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.dependency.groups import build_groups
+from mrp_gpu.dependency.self_attention import with_heads
 from mrp_gpu.errors import MRPError
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import ZOO_DIR, create_model, default_input_size, list_models
@@ -82,7 +83,8 @@ TRACE_LIMIT = 60.0  # seconds; the package's default (300) would make two hangin
 
 def check_model(name: str, target: float) -> dict:
     """``mrp_gpu.api.check`` of one zoo model as the sweep runs it (raises what ``check`` raises)."""
-    model, size = make_model(name), input_size(name)
+    size = input_size(name)
+    model = with_heads(make_model(name), size)  # as mrp_gpu's entry points prune it
     return check(model, size, target_flops=target, config=SWEEP, groups=build_groups(model, size, timeout=TRACE_LIMIT))
 
 
@@ -174,8 +176,9 @@ def markdown(result) -> str:
              "largest magnitude, which random weights make large in some models.", "",
              "Pruned groups by kind: conv channels, linear (MLP hidden) units, stream channels (a residual "
              "stream through LayerNorms), heads (an attention layer with its own q/k/v and output "
-             "projections, timm's, losing whole heads), and the nn.MultiheadAttention layers narrowed with a "
-             "stream (each head loses width: their head width is the stream's).", "",
+             "projections, losing whole heads: timm's, and torchvision's self-attention nn.MultiheadAttention "
+             "rewritten so), and attention: other nn.MultiheadAttention layers, narrowed with a stream (each "
+             "head loses width: their head width is the stream's).", "",
              "| model | result | groups | pruned | MACs removed | masked vs sliced | note |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -17,6 +17,8 @@ from .community.graph import symmetric_union
 from .config import METHODS, MRPConfig
 from .criteria import group_scores
 from .dependency.groups import ChannelGroups, build_groups, example_input
+from .dependency.self_attention import with_heads
+from .distill import distill
 from .errors import ModelError, MRPError, stage
 from .executor import apply_masks, slice_model
 from .finetune import resolve_device
@@ -103,7 +105,9 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
     device = resolve_device(config.device)
     sw = Stopwatch(device)
     with sw.lap("groups"):
-        groups = groups or build_groups(model, input_size, device=_device_of(model))
+        if groups is None:
+            model = with_heads(model, input_size)
+            groups = build_groups(model, input_size, device=_device_of(model))
     with sw.lap("features"):
         work = model if _device_of(model) == device or config.features == "weight" else copy.deepcopy(model).to(device)
         feats = compute_features(work, groups, features=config.features,
@@ -144,17 +148,18 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
         raise MRPError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     asked = config or MRPConfig()
     target = Target(target_flops, target_params)
-    groups = groups or build_groups(model, input_size, device=_device_of(model))
+    if groups is None:
+        model = with_heads(model, input_size)
+        groups = build_groups(model, input_size, device=_device_of(model))
     with stage("planning", model):
         if method == "mrp":
             # unresolved: plan_mrp makes the ``auto`` choices, some of which depend on the groups
             return plan_mrp(model, groups, target, asked, model_name=model_name, progress=progress,
                             calibration=calibration, stopwatch=stopwatch)
         # a baseline reads only these: MRP's other options (and their combinations) do not concern it
-        config = MRPConfig(min_channels=asked.min_channels, seed=asked.seed, refit=asked.refit,
-                           calib_size=asked.calib_size).resolved(calibration is not None)
-        cfg = {"min_channels": config.min_channels, "seed": config.seed, "refit": config.refit,
-               "calib_size": config.calib_size}
+        read = ("min_channels", "seed", "refit", "calib_size", "distill", "distill_size")
+        config = MRPConfig(**{k: getattr(asked, k) for k in read}).resolved(calibration is not None)
+        cfg = {k: getattr(config, k) for k in read}
         if method == "uniform":
             return plan_uniform(groups, group_scores(model, groups, "l1"), target, model=model_name,
                                 min_channels=config.min_channels, config=cfg)
@@ -206,12 +211,17 @@ def masked_vs_sliced(model: nn.Module, plan: PruningPlan, sliced: nn.Module,
 
 def prune(model: nn.Module, input_size, *, target_flops: float | None = None, target_params: float | None = None,
           method: str = "mrp", config: MRPConfig | None = None, model_name: str = "model",
-          calibration: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
+          calibration: torch.Tensor | None = None,
+          distill_images: torch.Tensor | None = None) -> tuple[nn.Module, PruningPlan]:
     """Plan and slice in one call: returns ``(pruned copy, plan)``.
 
     ``calibration`` (training images) is needed by the data-driven plan and by ``refit``
     (consumers refit by least squares before slicing); the calibration pass the plan
-    makes on them is made once.
+    makes on them is made once. With ``config.distill`` steps, the sliced model is then
+    distilled from ``model`` (:func:`mrp_gpu.distill.distill`) on ``distill_images``
+    (default: ``calibration``). ``model`` is left as it is; in the pruned copy, each
+    ``nn.MultiheadAttention`` called as self-attention is an equal
+    :class:`~mrp_gpu.dependency.self_attention.SelfAttention`, so that it can lose whole heads.
 
     Examples
     --------
@@ -221,12 +231,18 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
     >>> p.macs_reduction >= 0.3
     True
     """
+    teacher, model = model, with_heads(model, input_size)
     groups = build_groups(model, input_size, device=_device_of(model))
     p = plan(model, input_size, target_flops=target_flops, target_params=target_params, method=method,
              config=config, groups=groups, model_name=model_name, calibration=calibration)
     source, p = execute(model, p, groups, config, calibration)
     sliced = slice_model(source, p, groups)
     masked_vs_sliced(source, p, sliced, groups)  # refuse a model whose slicing would change it
+    if p.config.get("distill"):
+        images = calibration if distill_images is None else distill_images
+        if images is None:
+            raise MRPError("distill needs training images: pass distill_images= or calibration=")
+        distill(sliced, teacher, images, steps=p.config["distill"], seed=p.config.get("seed", 0))
     return sliced, p
 
 
@@ -268,7 +284,9 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     """
     import torch_pruning as tp
 
-    groups = groups or build_groups(model, input_size, device=_device_of(model))
+    if groups is None:
+        model = with_heads(model, input_size)
+        groups = build_groups(model, input_size, device=_device_of(model))
     if len(groups) == 0:
         why = f": {len(groups.held)} left whole, e.g. {groups.held[0]}" if groups.held else ""
         raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune{why}")

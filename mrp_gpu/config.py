@@ -98,6 +98,13 @@ class MRPConfig:
         Calibration images (activation features and the refit).
     pool : int
         Activation maps are average-pooled to ``pool x pool``.
+    distill : int
+        Adam steps of distillation after slicing: the pruned model trained towards the
+        unpruned one's logits on ``distill_size`` training images, no labels
+        (``mrp_gpu.distill``). 0 (default): off.
+    distill_size : int
+        Training images the distillation draws from (the first ``calib_size`` of
+        them are the calibration images).
     """
 
     features: str = "auto"
@@ -121,6 +128,8 @@ class MRPConfig:
     refresh_every: int = 16
     calib_size: int = 256
     pool: int = 4
+    distill: int = 0
+    distill_size: int = 2048
 
     def __post_init__(self):
         from .pruner.rules import RULES
@@ -149,7 +158,9 @@ class MRPConfig:
             v = getattr(self, name)
             if not (v >= 1 or 0 < v < 1):
                 raise MRPError(f"{name} must be a count >= 1 or a fraction in (0, 1), got {v}")
-        for name in ("round_to", "refresh_every", "calib_size", "pool"):
+        if isinstance(self.distill, bool) or not isinstance(self.distill, int) or self.distill < 0:
+            raise MRPError(f"distill must be a number of steps >= 0, got {self.distill!r}")
+        for name in ("round_to", "refresh_every", "calib_size", "pool", "distill_size"):
             if getattr(self, name) < 1:
                 raise MRPError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -188,8 +199,9 @@ class MRPConfig:
         rule = RULES[config.replace]
         if rule.needs_calibration and not has_data:
             raise MRPError(f"replace={config.replace!r} needs calibration images (--data)")
-        if (config.features == "activation" or config.refit) and not has_data:
-            need = "features='activation'" if config.features == "activation" else "refit"
+        if (config.features == "activation" or config.refit or config.distill) and not has_data:
+            need = ("features='activation'" if config.features == "activation" else
+                    "refit" if config.refit else "distill")
             raise MRPError(f"{need} needs calibration images (--data)")
         if config.allocation == "loss" and rule.loss is None:
             losses = tuple(name for name, r in RULES.items() if r.loss is not None)

@@ -28,6 +28,7 @@ from torch_pruning.pruner.function import PrunerBox
 
 from .dependency.groups import ChannelGroups, LayerSlice, build_groups
 from .dependency.heads import fix_heads
+from .dependency.self_attention import split_self_attention
 from .dependency.transformer import fix_widths, mask_attention, mask_norm, slice_attention, unmask_norms
 from .errors import PlanError, WeightsError, stage
 from .io import atomic_write_bytes, atomic_write_text
@@ -35,17 +36,22 @@ from .plan import PruningPlan
 
 __all__ = ["check_plan", "apply_masks", "slice_model", "save_pruned", "load_pruned", "ARCH_VERSION"]
 
-ARCH_VERSION = 1
+ARCH_VERSION = 2  # 2: self-attention saved in heads (qkv, proj), as the slicer rewrites it
 
 
 def check_plan(plan: PruningPlan, groups: ChannelGroups) -> None:
-    """Refuse a plan made for another model: every group must exist with its width."""
+    """Refuse a plan made for another model: every group must exist with its width, and
+    the model must have no group the plan does not know (e.g. heads an older plan kept whole)."""
     for gid, n in plan.sizes.items():
         if gid not in groups:
             raise PlanError(f"plan group {gid!r} does not exist in this model (plan made for {plan.model!r}?)")
         if groups[gid].size != n:
             raise PlanError(f"plan group {gid!r} has {n} channels, the model's has {groups[gid].size} "
                             f"(plan made for {plan.model!r}?)")
+    unknown = [gid for gid in groups.ids if gid not in plan.sizes]
+    if unknown:
+        raise PlanError(f"this model has channel groups the plan does not know, e.g. {unknown[0]!r} (plan made for "
+                        f"another model than {plan.model!r}, or by an older mrp_gpu: make it again)")
 
 
 def removed_positions(plan: PruningPlan, groups: ChannelGroups) -> dict:
@@ -121,10 +127,17 @@ def _zero(obj, s: LayerSlice, pos: np.ndarray) -> None:
 
 
 def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
-    """A copy of ``model`` with the plan's pruned channels zeroed (same shapes)."""
+    """A copy of ``model`` with the plan's pruned channels zeroed (same shapes).
+
+    Without ``groups``, the copy's self-attention is first rewritten in heads, as the plan's
+    model was (:func:`~mrp_gpu.dependency.self_attention.split_self_attention`); ``groups``
+    given are those of ``model`` as it is.
+    """
     masked = copy.deepcopy(model)
     unmask_norms(masked)  # a masked model is masked afresh
-    groups = groups or build_groups(masked, plan.input_size, device=_device(model))
+    if groups is None:
+        split_self_attention(masked, plan.input_size)
+        groups = build_groups(masked, plan.input_size, device=_device(model))
     positions = removed_positions(plan, groups)
     with stage("masking", masked):
         _fold_merges(masked, plan, groups)
@@ -136,10 +149,17 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
 
 
 def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | None = None) -> nn.Module:
-    """A copy of ``model`` with the plan's pruned channels physically removed."""
+    """A copy of ``model`` with the plan's pruned channels physically removed.
+
+    Without ``groups``, the copy's self-attention is first rewritten in heads, as the plan's
+    model was (:func:`~mrp_gpu.dependency.self_attention.split_self_attention`); ``groups``
+    given are those of ``model`` as it is.
+    """
     sliced = copy.deepcopy(model)
     unmask_norms(sliced)
-    groups = groups or build_groups(sliced, plan.input_size, device=_device(model))
+    if groups is None:
+        split_self_attention(sliced, plan.input_size)
+        groups = build_groups(sliced, plan.input_size, device=_device(model))
     positions = removed_positions(plan, groups)
     with stage("slicing", sliced):
         _fold_merges(sliced, plan, groups)

@@ -32,6 +32,7 @@ from torch_pruning.ops import OPTYPE
 
 from .dependency.groups import ChannelGroups, build_groups
 from .dependency.projections import dense_layer, tap
+from .dependency.self_attention import with_heads
 from .errors import ModelError
 from .executor import apply_masks, removed_positions
 from .hooks import hooked
@@ -219,7 +220,9 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     >>> masked, p = refit(model, p, torch.randn(32, 1, 28, 28))
     >>> pruned = mrp_gpu.apply_plan(masked, p)
     """
-    groups = groups or build_groups(model, plan.input_size)
+    if groups is None:  # traced as the plan's model was: self-attention in heads
+        model = with_heads(model, plan.input_size)
+        groups = build_groups(model, plan.input_size)
     plan = dataclasses.replace(plan, merges=[])
     masked = apply_masks(model, plan, groups).eval()
     device = next(model.parameters()).device

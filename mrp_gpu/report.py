@@ -19,7 +19,7 @@ from .io import atomic_write_bytes, atomic_write_text
 from .plan import PruningPlan
 from .redundancy.records import RedundancyReport
 
-__all__ = ["plot_redundancy", "plot_channels", "plot_trajectory", "plot_report", "write_report"]
+__all__ = ["plot_redundancy", "plot_channels", "plot_trajectory", "plot_report", "write_report", "after_what"]
 
 
 def _pyplot():
@@ -100,6 +100,12 @@ def plot_trajectory(path, plan: PruningPlan) -> None:
     _save(fig, Path(path))
 
 
+def after_what(summary: dict) -> str:
+    """What the pruned model's accuracy was measured after: no retraining, or distillation (no labels)."""
+    steps = summary.get("config", {}).get("distill")
+    return f"distilled {steps} steps, no labels" if steps else "no retraining"
+
+
 def write_report(directory, plan: PruningPlan, summary: dict, plots: bool = False) -> str:
     """Write ``report.md`` into ``directory`` (and, with ``plots``, the plots it shows); return its name."""
     directory = Path(directory)
@@ -119,7 +125,7 @@ def write_report(directory, plan: PruningPlan, summary: dict, plots: bool = Fals
              f"| MACs | {plan.macs_before:,} | {plan.macs_after:,} | -{plan.macs_reduction:.2%} |",
              f"| parameters | {plan.params_before:,} | {plan.params_after:,} | -{plan.params_reduction:.2%} |"]
     if "accuracy_before" in summary:
-        lines.append(f"| accuracy ({summary['data']}, no retraining) | {summary['accuracy_before']:.2%} | "
+        lines.append(f"| accuracy ({summary['data']}, {after_what(summary)}) | {summary['accuracy_before']:.2%} | "
                      f"{summary['accuracy_after_no_retraining']:.2%} | "
                      f"{(summary['accuracy_after_no_retraining'] - summary['accuracy_before']) * 100:+.2f} pt |")
     if summary.get("latency_speedup"):

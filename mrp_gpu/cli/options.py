@@ -49,6 +49,9 @@ _HELP = {
     "refresh_every": ("srp", "weight features: refresh the graphs of changed groups every this many iterations"),
     "calib_size": ("rmcd", "calibration images drawn from --data (default %(default)s)"),
     "pool": ("rmcd", "activation maps are average-pooled to POOL x POOL (default %(default)s)"),
+    "distill": ("srp", "after slicing, Adam steps that train the pruned model towards the unpruned one's logits "
+                       "on --data training images, no labels (default %(default)s: off; 1000 is a good start)"),
+    "distill_size": ("srp", "training images the distillation draws from --data (default %(default)s)"),
 }
 _CHOICES = {"features": FEATURES, "allocation": ALLOCATIONS, "similarity": ("torch", "kernel")}
 

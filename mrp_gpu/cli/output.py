@@ -38,6 +38,8 @@ def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
 
     with sw.lap("check"):
         diff = masked_vs_sliced(source, plan, sliced, groups)
+    if plan.config.get("distill"):  # after the check: distillation changes what the sliced model computes
+        _distill(args, model, sliced, plan, sw)
     summary = {"model": args.model, "method": plan.method,
                "macs_before": plan.macs_before, "macs_after": plan.macs_after,
                "params_before": plan.params_before, "params_after": plan.params_after,
@@ -70,6 +72,20 @@ def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=1))
     _print_summary(summary, args.out)
     return 0
+
+
+def _distill(args, model, sliced, plan, sw) -> None:
+    """``--distill`` steps on ``--distill-size`` training images of ``--data`` (drawn with the
+    plan's seed, so that the first ``--calib-size`` are the calibration images)."""
+    from ..data import calibration_batch
+    from ..distill import distill
+
+    c = plan.config
+    with sw.lap("distill"):
+        images = calibration_batch(args.data, plan.input_size, n=c["distill_size"], root=args.data_root,
+                                   seed=c.get("seed", 0))
+        distill(sliced, model, images, steps=c["distill"], seed=c.get("seed", 0),
+                progress=not getattr(args, "quiet", False))
 
 
 def _stages(sw) -> dict[str, float]:
@@ -106,8 +122,10 @@ def _print_summary(s: dict, out) -> None:
     if s.get("weights", "").startswith("random"):
         rows.insert(1, ("weights", s["weights"]))
     if "accuracy_before" in s:
+        from ..report import after_what
+
         rows.append((f"accuracy ({s['data']})", f"{s['accuracy_before']:.2%} -> "
-                     f"{s['accuracy_after_no_retraining']:.2%}  (no retraining)"))
+                     f"{s['accuracy_after_no_retraining']:.2%}  ({after_what(s)})"))
     if s.get("latency_speedup"):
         rows.append(("latency speed-up", ", ".join(f"batch {k.split('@')[1]}: {v:.2f}x"
                                                    for k, v in s["latency_speedup"].items())))

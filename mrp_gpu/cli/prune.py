@@ -80,6 +80,7 @@ def _cmd_apply(args) -> int:
     from ..api import execute
     from ..config import MRPConfig
     from ..dependency.groups import build_groups
+    from ..dependency.self_attention import split_self_attention
     from ..executor import slice_model
     from ..finetune import resolve_device
     from ..plan import PruningPlan
@@ -94,14 +95,17 @@ def _cmd_apply(args) -> int:
     elif args.model != plan.model:
         raise MRPError(f"{args.plan}: this plan was made for {made_for}, not {args.model}")
     with sw.lap("load"):
-        model, size, kwargs = model_from_args(args)
+        model, size, kwargs = model_from_args(args, heads=False)
         sw.device = resolve_device("auto")
         model = model.to(sw.device)
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
+    split_self_attention(model, size)  # as the plan's model was
     with sw.lap("trace"):
         groups = build_groups(model, size, timeout=args.trace_timeout)
     pc = plan.config  # a plan made with the refit is refit again here, on the same calibration images
+    if pc.get("distill") and not args.data:
+        raise MRPError(f"{args.plan} was made with distillation: pass --data (its training images)")
     config = None
     if pc.get("refit"):
         if not args.data:

@@ -68,12 +68,15 @@ def test_the_drop_table_gives_each_shipped_model_the_defaults_drop_against_the_g
     def run(model, method, target, acc, reduction=None):
         base = "none" if method == "none" else method.partition("[")[0]
         cfg = MRPConfig().resolved(has_data=True).to_dict() if base == "mrp" else {"refit": True}
+        if method == results_page.DISTILLED:
+            cfg["distill"] = 1000
         return {"model": model, "tag": results_page.RECAL, "target": target, "base": base, "method": method,
                 "config": cfg, "seed": 0, "acc": acc, "macs_reduction": target if reduction is None else reduction}
 
     quality = {"runs": [run("demo", "none", 0.5, 0.93), run("demo", "mrp", 0.5, 0.926), run("demo", "mrp", 0.7, 0.91),
-                        run("demo", "l1[refit=1]", 0.5, 0.92), run("demo", "l1[refit=1]", 0.7, 0.89, 0.56)]}
+                        run("demo", "l1[refit=1]", 0.5, 0.92), run("demo", "l1[refit=1]", 0.7, 0.89, 0.56),
+                        run("demo", "mrp[distill=1000]", 0.7, 0.92)]}
     table = results_page.drop_table(quality)
-    assert "| demo | 93.00 | 92.60 (n=1) (0.40, goal met) | 92.00 `l1[refit=1]` |" in table
-    assert "91.00 (n=1) (2.00, goal 1.5) | 89.00 `l1[refit=1]` (at -56.0%) |" in table
+    assert "| demo | 93.00 | 92.60 (n=1) (0.40, goal met) | - | 92.00 `l1[refit=1]` |" in table
+    assert "91.00 (n=1) (2.00, goal 1.5) | 92.00 (n=1) (1.00, goal met) | 89.00 `l1[refit=1]` (at -56.0%) |" in table
     assert "vgg_demo" not in table  # a model without runs has no row

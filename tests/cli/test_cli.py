@@ -233,3 +233,27 @@ def test_models_marks_what_the_zoo_sweep_refused(capsys):
     assert "  pruned" in capsys.readouterr().out
     assert main(["models", "timm/ghostnet*"]) == 0  # swept timm models are listed with their status
     assert "timm/ghostnet_100" in (out := capsys.readouterr().out) and "partly pruned" in out
+
+
+def test_distill_needs_data_runs_after_the_check_and_apply_repeats_it(tmp_path, capsys):
+    from mrp_gpu.data import fashion_mnist_available
+
+    _fails(["prune", "demo", "--target-flops", "0.3", "--distill", "5", "--out", str(tmp_path / "a")], capsys,
+           "distill needs calibration images (--data)")
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    out = tmp_path / "d"
+    assert main(["prune", "demo", "--target-flops", "0.3", "--data", "fashion-mnist", "--distill", "3",
+                 "--distill-size", "64", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["config"]["distill"], summary["config"]["distill_size"]) == (3, 64)
+    assert list(summary["stages"]).index("distill") > list(summary["stages"]).index("check")
+    assert "(distilled 3 steps, no labels)" in printed and "distilled 3 steps" in (out / "report.md").read_text()
+    _fails(["apply", str(out / "plan.json"), "--out", str(tmp_path / "b")], capsys,
+           "was made with distillation: pass --data")
+    assert main(["apply", str(out / "plan.json"), "--data", "fashion-mnist", "--out", str(tmp_path / "c")]) == 0
+    again = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert "distill" in again["stages"]
+    a, b = (load_pruned(p).state_dict() for p in (out, tmp_path / "c"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same plan, images and seed: the same weights
