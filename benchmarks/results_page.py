@@ -52,12 +52,13 @@ PAGES = [
     ("ri_study.md", "which channel of a community goes (30 % of one layer at a time); "
                     "[at 70 %](ri_study_70/ri_study.md)"),
     ("reconstruct_study.md", "a short output reconstruction after the default, without retraining (a screen)"),
+    ("block_refit_study.md", "refitting each residual block's output after the layers' refit (no gain)"),
     ("threshold_sweep.md", "the edge threshold: per-layer R and the accuracy it leads to"),
     ("louvain_quality.md", "Louvain engines: modularity and time against igraph"),
     ("warm_start.md", "warm-started communities in the SRP loop"),
     ("zoo.md", "torchvision zoo sweep: pruned, partly pruned, refused, and why"),
     ("zoo_timm.md", "timm zoo sweep"),
-    ("transformer_widths.md", "ViTs to -50 % MACs: stream, heads' width and MLP widths kept, verified"),
+    ("transformer_widths.md", "ViTs to -50 % MACs: stream, heads and MLP widths kept, verified"),
     ("gpu_check_cpu/gpu_check.md", "the GPU check as it runs on a CPU (CUDA parts skipped; no GPU figure yet); "
                                    "[its data-path step](gpu_check_cpu/gpu_data_path.md)"),
 ]

@@ -32,12 +32,11 @@ def add_trace_timeout(p: argparse.ArgumentParser) -> None:
                         "0: no limit)")
 
 
-def model_from_args(args, *, heads: bool = True):
-    """``(model, input size, model kwargs)``; with ``heads``, its self-attention rewritten in heads
-    (:func:`~mrp_gpu.dependency.self_attention.split_self_attention`), as pruning wants it."""
+def model_from_args(args):
+    """``(model, input size, model kwargs)`` from ``--weights``, ``--num-classes``, ``--in-chans``
+    and ``--input-size``."""
     import torch
 
-    from ..dependency.self_attention import split_self_attention
     from ..models import create_model, default_input_size, parse_input_size
 
     weights = args.weights if args.weights else "default"
@@ -45,8 +44,6 @@ def model_from_args(args, *, heads: bool = True):
     model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, weights=weights)
     size = parse_input_size(args.input_size) if args.input_size else default_input_size(args.model, args.in_chans)
     kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v is not None}
-    if heads:
-        split_self_attention(model, size)
     return model, tuple(size), kwargs
 
 

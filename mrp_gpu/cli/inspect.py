@@ -17,10 +17,12 @@ __all__ = ["register"]
 def _cmd_analyze(args) -> int:
     from ..api import analyze
     from ..dependency.groups import build_groups
+    from ..dependency.self_attention import with_heads
     from ..report import plot_report
 
     config = config_from_args(args)
     model, size, _ = model_from_args(args)
+    model = with_heads(model, size)  # traced as pruning traces it
     report = analyze(model, size, config, calibration=calibration_for(args, config, size),
                      groups=build_groups(model, size, timeout=args.trace_timeout))
     if args.json:
@@ -40,8 +42,10 @@ def _cmd_analyze(args) -> int:
 def _cmd_check(args) -> int:
     from ..api import check
     from ..dependency.groups import build_groups
+    from ..dependency.self_attention import with_heads
 
     model, size, _ = model_from_args(args)
+    model = with_heads(model, size)  # traced as pruning traces it
     record = check(model, size, target_flops=args.target_flops, method=args.method,
                    groups=build_groups(model, size, timeout=args.trace_timeout))
     print(json.dumps({"model": args.model, "input_size": list(size), "supported": True, **record}, indent=1))

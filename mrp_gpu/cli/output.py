@@ -24,11 +24,13 @@ def _eval_dataset(args):
     return None
 
 
-def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
+def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw, original=None) -> int:
     """Check, then write plan, weights, arch and summary atomically into --out; print the table.
 
     ``source`` is what was sliced (``model`` itself, or ``model`` refit with ``--refit``);
-    ``model`` is the unpruned one; ``sw`` holds the laps of the stages before.
+    ``model`` is the unpruned one as traced; ``original`` the user's, before its
+    self-attention was rewritten (``--measure-latency``'s baseline; default ``model``);
+    ``sw`` holds the laps of the stages before.
     """
     import time
 
@@ -48,7 +50,7 @@ def finish(args, model, sliced, plan, groups, kwargs, t0, source, sw) -> int:
                "weights": _weights_note(args), "config": plan.config}
     if getattr(args, "measure_latency", False):
         device = next(model.parameters()).device
-        rows, speedups = latency_rows(model, sliced, plan.input_size, device, (1, 64), 10)
+        rows, speedups = latency_rows(original or model, sliced, plan.input_size, device, (1, 64), 10)
         summary["latency"], summary["latency_speedup"] = rows, speedups
     data = _eval_dataset(args)
     if data:

@@ -42,6 +42,7 @@ def _cmd_prune(args) -> int:
     from ..api import execute
     from ..api import plan as make_plan
     from ..dependency.groups import build_groups
+    from ..dependency.self_attention import with_heads
     from ..executor import slice_model
     from ..finetune import resolve_device
     from ..pruner import calibrate
@@ -53,9 +54,10 @@ def _cmd_prune(args) -> int:
     t0 = time.perf_counter()
     sw = Stopwatch()
     with sw.lap("load"):
-        model, size, kwargs = model_from_args(args)
+        original, size, kwargs = model_from_args(args)
         sw.device = resolve_device(config.device)  # the whole data path runs on the model's device
-        model = model.to(sw.device)
+        original = original.to(sw.device)
+        model = with_heads(original, size)  # what is pruned; --measure-latency times the original
     with sw.lap("data"):
         calibration = calibration_for(args, config, size)
     with sw.lap("trace"):
@@ -73,14 +75,14 @@ def _cmd_prune(args) -> int:
     source, plan = execute(model, plan, groups, config, calibration, progress=not args.quiet, stopwatch=sw)
     with sw.lap("slice"):
         sliced = slice_model(source, plan, groups)
-    return finish(args, model, sliced, plan, groups, kwargs, t0, source, sw)
+    return finish(args, model, sliced, plan, groups, kwargs, t0, source, sw, original)
 
 
 def _cmd_apply(args) -> int:
     from ..api import execute
     from ..config import MRPConfig
     from ..dependency.groups import build_groups
-    from ..dependency.self_attention import split_self_attention
+    from ..dependency.self_attention import with_heads
     from ..executor import slice_model
     from ..finetune import resolve_device
     from ..plan import PruningPlan
@@ -95,12 +97,12 @@ def _cmd_apply(args) -> int:
     elif args.model != plan.model:
         raise MRPError(f"{args.plan}: this plan was made for {made_for}, not {args.model}")
     with sw.lap("load"):
-        model, size, kwargs = model_from_args(args, heads=False)
+        original, size, kwargs = model_from_args(args)
         sw.device = resolve_device("auto")
-        model = model.to(sw.device)
+        original = original.to(sw.device)
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
-    split_self_attention(model, size)  # as the plan's model was
+    model = with_heads(original, size)  # as the plan's model was
     with sw.lap("trace"):
         groups = build_groups(model, size, timeout=args.trace_timeout)
     pc = plan.config  # a plan made with the refit is refit again here, on the same calibration images
@@ -116,7 +118,7 @@ def _cmd_apply(args) -> int:
     source, plan = execute(model, plan, groups, config, images, progress=True, stopwatch=sw)
     with sw.lap("slice"):
         sliced = slice_model(source, plan, groups)
-    return finish(args, model, sliced, plan, groups, kwargs, t0, source, sw)
+    return finish(args, model, sliced, plan, groups, kwargs, t0, source, sw, original)
 
 
 def register(sub) -> None:

@@ -53,7 +53,7 @@ def _cmd_train(args) -> int:
     from ..io import atomic_write_text
 
     args.num_classes = args.num_classes or num_classes(args.data, args.data_root)
-    model, size, kwargs = model_from_args(args, heads=False)  # saved as the architecture defines it
+    model, size, kwargs = model_from_args(args)
     out = Path(args.out)
 
     def finalize(history):
@@ -94,7 +94,7 @@ def _cmd_eval(args) -> int:
         model, size = load_pruned(target), tuple(json.loads((target / "arch.json").read_text())["input_size"])
     else:
         args.model = args.target
-        model, size, _ = model_from_args(args, heads=False)
+        model, size, _ = model_from_args(args)
     from ..finetune import resolve_device
 
     model.to(resolve_device(args.device))
