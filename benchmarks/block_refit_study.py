@@ -17,17 +17,14 @@ accuracy after the BN statistics are re-estimated on 2,000 training images
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from study_io import parser, stamp, write
 
 from mrp_gpu.api import execute, plan
 from mrp_gpu.config import MRPConfig
@@ -35,7 +32,6 @@ from mrp_gpu.data import calibration_batch, get_dataset, make_loader
 from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.executor import slice_model
 from mrp_gpu.finetune import evaluate, recalibrate_bn
-from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import BasicBlock, create_model, default_input_size
 from mrp_gpu.refit import RIDGE
 
@@ -138,23 +134,17 @@ def markdown(result) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
     torch.set_num_threads(1)
     recal = calibration_batch("fashion-mnist", (1, 28, 28), n=2000)
     test = get_dataset("fashion-mnist", train=False, input_size=(1, 28, 28), augment=False)
-    result = {"command": " ".join(["python", *sys.argv]), "date": date.today().isoformat(),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} thread", "grid": GRID,
-              "targets": list(TARGETS), "runs": []}
-    out = Path(args.out)
+    result = {**stamp(argv), "grid": GRID, "targets": list(TARGETS), "runs": []}
     for name, seeds in GRID.items():
         for target in TARGETS:
-            for seed in seeds:
+            for seed in seeds:  # written after each run: an interrupted study keeps what it measured
                 result["runs"].append(run(name, target, seed, test, recal))
-                atomic_write_text(out / "block_refit_study.json", json.dumps(result, indent=1))
-                atomic_write_text(out / "block_refit_study.md", markdown(result))
-    print(markdown(result))
+                page = write(args.out, "block_refit_study", result, markdown)
+    print(page)
     return 0
 
 

@@ -20,24 +20,19 @@ A run adds to the committed JSON: its rows replace the same model, target, seed 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import platform
-import shlex
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
-import torch
 from quality_methods import parse_method, prune
+from study_io import parser, stamp, write
 
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader
 from mrp_gpu.distill import distill
 from mrp_gpu.finetune import evaluate, recalibrate_bn
-from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
 VARIANTS = ({"images": 256, "steps": 400, "lr": 3e-4}, {"images": 1024, "steps": 400, "lr": 3e-4},
@@ -132,25 +127,23 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--models", default="demo")
     ap.add_argument("--targets", default="0.5,0.7")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", type=parse_variants, default=VARIANTS,
                     help='"images=N,steps=N,lr=X;..." (default: the screen\'s four)')
-    ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    command = shlex.join(["python", *sys.argv] if argv is None else argv)
+    now = stamp(argv)
+    command = now.pop("command")
     old = json.loads((out / "reconstruct_study.json").read_text()) if (out / "reconstruct_study.json").exists() else {}
-    result = {"commands": old.get("commands", []) + [command], "date": date.today().isoformat(),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "runs": old.get("runs", [])}
+    result = {"commands": old.get("commands", []) + [command], **now, "runs": old.get("runs", [])}
     for m in args.models.split(","):
         for t in args.targets.split(","):  # written after each run: a long screen keeps what it measured
             result["runs"] = merge(result["runs"], [dict(run(m, float(t), args.seed, args.variants), command=command)])
-            atomic_write_text(out / "reconstruct_study.json", json.dumps(result, indent=1))
-            atomic_write_text(out / "reconstruct_study.md", markdown(result))
-    print(markdown(result))
+            page = write(out, "reconstruct_study", result, markdown)
+    print(page)
     return 0
 
 

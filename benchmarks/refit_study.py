@@ -16,24 +16,19 @@ BN statistics are re-estimated on 2,000 training images (``quality.py``'s ``reca
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import platform
 import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
+from study_io import parser, stamp, write
 
 import mrp_gpu
 from mrp_gpu.data import calibration_batch, get_dataset, make_loader
 from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.executor import apply_masks, slice_model
 from mrp_gpu.finetune import evaluate, recalibrate_bn
-from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 from mrp_gpu.redundancy.calibration import CovarianceTaps, is_dense
 from mrp_gpu.redundancy.features import run_hooked
@@ -108,17 +103,11 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
     torch.set_num_threads(2)
-    result = {"command": " ".join(["python", *sys.argv]), "date": date.today().isoformat(),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "seeds": list(SEEDS),
+    result = {**stamp(argv), "seeds": list(SEEDS),
               "models": {name: [run(name, s) for s in SEEDS] for name in ("demo", "vgg_demo")}}
-    out = Path(args.out)
-    atomic_write_text(out / "refit_study.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "refit_study.md", markdown(result))
-    print(markdown(result))
+    print(write(args.out, "refit_study", result, markdown))
     return 0
 
 

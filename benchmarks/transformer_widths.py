@@ -14,21 +14,17 @@ No calibration images: the data-free plan (weight features).
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import torch
+from study_io import parser, stamp, write
 from zoo_sweep import make_model
 
 from mrp_gpu.api import check
 from mrp_gpu.dependency.groups import build_groups
 from mrp_gpu.dependency.self_attention import with_heads
-from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import create_model, default_input_size
 
 
@@ -84,22 +80,16 @@ def markdown(result) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--models", default="vit_demo,vit_b_16")
     ap.add_argument("--methods", default="mrp,l1")
     ap.add_argument("--target", type=float, default=0.5)
-    ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
-    result = {"command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
-              "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "runs": [run(m, method, args.target)
-                       for m in args.models.split(",") for method in args.methods.split(",")]}
+    result = {**stamp(argv), "runs": [run(m, method, args.target) for m in args.models.split(",")
+                                      for method in args.methods.split(",")]}
     for r in result["runs"]:
         print(json.dumps({k: r[k] for k in ("model", "method", "macs_reduction", "widths")}))
-    out = Path(args.out)
-    atomic_write_text(out / "transformer_widths.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "transformer_widths.md", markdown(result))
-    print(markdown(result))
+    print(write(args.out, "transformer_widths", result, markdown))
     return 0
 
 
