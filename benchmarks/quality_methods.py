@@ -20,8 +20,7 @@ from mrp_gpu.api import execute
 from mrp_gpu.api import plan as make_plan
 from mrp_gpu.config import PAPER, MRPConfig
 from mrp_gpu.criteria import group_scores
-from mrp_gpu.dependency.groups import build_groups
-from mrp_gpu.dependency.self_attention import with_heads
+from mrp_gpu.dependency.self_attention import traced
 from mrp_gpu.errors import MRPError
 from mrp_gpu.executor import slice_model
 from mrp_gpu.integrations.torch_pruning import refit as tp_refit
@@ -121,8 +120,7 @@ def prune(base: str, config: MRPConfig, model, size, target, calibration, labels
         if config.refit:
             tp_refit(model, pruned, calibration, tp_cache["pruner"])
         return pruned, tp_cache["reduction"], {}
-    model = with_heads(model, size)  # as every mrp_gpu entry point prunes it: self-attention in heads
-    groups = build_groups(model, size)
+    model, groups = traced(model, size)  # as every mrp_gpu entry point prunes it: self-attention in heads
     if base == "mrp-alloc+l1":
         counts = make_plan(model, size, target_flops=target, config=config, groups=groups,
                            calibration=calibration)

@@ -23,8 +23,7 @@ from study_io import parser, stamp, write
 from zoo_sweep import make_model
 
 from mrp_gpu.api import check
-from mrp_gpu.dependency.groups import build_groups
-from mrp_gpu.dependency.self_attention import with_heads
+from mrp_gpu.dependency.self_attention import traced
 from mrp_gpu.models import create_model, default_input_size
 
 
@@ -42,8 +41,7 @@ def run(name: str, method: str, target: float) -> dict:
     model = create_model(name) if name.endswith("_demo") else make_model(name)
     size = default_input_size(name)
     t0 = time.perf_counter()
-    model = with_heads(model, size)
-    groups = build_groups(model, size)
+    model, groups = traced(model, size)
     record = check(model, size, target_flops=target, method=method, groups=groups)
     return {"model": name, "method": method, "target": target, "seconds": round(time.perf_counter() - t0, 1),
             "input_size": list(size), **{k: record[k] for k in ("kinds", "held", "macs_before", "macs_after",

@@ -33,8 +33,7 @@ import torch
 
 from mrp_gpu.api import check
 from mrp_gpu.config import MRPConfig
-from mrp_gpu.dependency.groups import build_groups
-from mrp_gpu.dependency.self_attention import with_heads
+from mrp_gpu.dependency.self_attention import traced
 from mrp_gpu.errors import MRPError
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import ZOO_DIR, create_model, default_input_size, list_models
@@ -84,8 +83,8 @@ TRACE_LIMIT = 60.0  # seconds; the package's default (300) would make two hangin
 def check_model(name: str, target: float) -> dict:
     """``mrp_gpu.api.check`` of one zoo model as the sweep runs it (raises what ``check`` raises)."""
     size = input_size(name)
-    model = with_heads(make_model(name), size)  # as mrp_gpu's entry points prune it
-    return check(model, size, target_flops=target, config=SWEEP, groups=build_groups(model, size, timeout=TRACE_LIMIT))
+    model, groups = traced(make_model(name), size, timeout=TRACE_LIMIT)  # as mrp_gpu's entry points prune it
+    return check(model, size, target_flops=target, config=SWEEP, groups=groups)
 
 
 def sweep_one(name: str, target: float) -> dict:

@@ -16,8 +16,8 @@ from .community import cpu_backend, louvain_graph, modularity
 from .community.graph import symmetric_union
 from .config import METHODS, MRPConfig
 from .criteria import group_scores
-from .dependency.groups import ChannelGroups, build_groups, example_input
-from .dependency.self_attention import with_heads
+from .dependency.groups import ChannelGroups, example_input
+from .dependency.self_attention import traced
 from .distill import distill
 from .errors import ModelError, MRPError, stage
 from .executor import apply_masks, slice_model
@@ -106,8 +106,7 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
     sw = Stopwatch(device)
     with sw.lap("groups"):
         if groups is None:
-            model = with_heads(model, input_size)
-            groups = build_groups(model, input_size, device=_device_of(model))
+            model, groups = traced(model, input_size, device=_device_of(model))
     with sw.lap("features"):
         work = model if _device_of(model) == device or config.features == "weight" else copy.deepcopy(model).to(device)
         feats = compute_features(work, groups, features=config.features,
@@ -149,8 +148,7 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     asked = config or MRPConfig()
     target = Target(target_flops, target_params)
     if groups is None:
-        model = with_heads(model, input_size)
-        groups = build_groups(model, input_size, device=_device_of(model))
+        model, groups = traced(model, input_size, device=_device_of(model))
     with stage("planning", model):
         if method == "mrp":
             # unresolved: plan_mrp makes the ``auto`` choices, some of which depend on the groups
@@ -231,8 +229,7 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
     >>> p.macs_reduction >= 0.3
     True
     """
-    teacher, model = model, with_heads(model, input_size)
-    groups = build_groups(model, input_size, device=_device_of(model))
+    teacher, (model, groups) = model, traced(model, input_size, device=_device_of(model))
     p = plan(model, input_size, target_flops=target_flops, target_params=target_params, method=method,
              config=config, groups=groups, model_name=model_name, calibration=calibration)
     source, p = execute(model, p, groups, config, calibration)
@@ -285,8 +282,7 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     import torch_pruning as tp
 
     if groups is None:
-        model = with_heads(model, input_size)
-        groups = build_groups(model, input_size, device=_device_of(model))
+        model, groups = traced(model, input_size, device=_device_of(model))
     if len(groups) == 0:
         why = f": {len(groups.held)} left whole, e.g. {groups.held[0]}" if groups.held else ""
         raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune{why}")

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from .config import MRPConfig
-from .dependency.groups import ChannelGroups, build_groups, example_input
-from .dependency.self_attention import with_heads
+from .dependency.groups import ChannelGroups, example_input
+from .dependency.self_attention import traced
 from .timing import sync
 
 __all__ = ["KNN_WORKLOAD", "bench_rmcd", "bench_plan", "bench_latency", "latency_speedups", "count_filters"]
@@ -39,8 +39,7 @@ def bench_rmcd(model: nn.Module, input_size, config: MRPConfig, *, repeat: int =
     from .api import analyze
 
     if groups is None:
-        model = with_heads(model, input_size)
-        groups = build_groups(model, input_size)
+        model, groups = traced(model, input_size)
     runs = []
     for i in range(repeat + 1):  # the first run warms up (CUDA context, kernels, caches)
         report = analyze(model, input_size, config, groups=groups)
@@ -62,9 +61,9 @@ def bench_plan(model: nn.Module, input_size, config: MRPConfig, *, target_flops:
     from .api import plan
 
     times, p = [], None
+    groups = None
     if not include_trace:
-        model = with_heads(model, input_size)
-    groups = None if include_trace else build_groups(model, input_size)
+        model, groups = traced(model, input_size)
     for _ in range(repeat):
         t0 = time.perf_counter()
         p = plan(model, input_size, target_flops=target_flops, config=config, groups=groups)

@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 from torch_pruning.ops import OPTYPE
 
-from .dependency.groups import ChannelGroups, build_groups
+from .dependency.groups import ChannelGroups
 from .dependency.projections import dense_layer, tap
-from .dependency.self_attention import with_heads
+from .dependency.self_attention import traced
 from .errors import ModelError
 from .executor import apply_masks, removed_positions
 from .hooks import hooked
@@ -221,8 +221,7 @@ def refit(model: nn.Module, plan: PruningPlan, images: torch.Tensor, groups: Cha
     >>> pruned = mrp_gpu.apply_plan(masked, p)
     """
     if groups is None:  # traced as the plan's model was: self-attention in heads
-        model = with_heads(model, plan.input_size)
-        groups = build_groups(model, plan.input_size)
+        model, groups = traced(model, plan.input_size)
     plan = dataclasses.replace(plan, merges=[])
     masked = apply_masks(model, plan, groups).eval()
     device = next(model.parameters()).device

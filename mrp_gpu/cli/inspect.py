@@ -16,15 +16,13 @@ __all__ = ["register"]
 
 def _cmd_analyze(args) -> int:
     from ..api import analyze
-    from ..dependency.groups import build_groups
-    from ..dependency.self_attention import with_heads
+    from ..dependency.self_attention import traced
     from ..report import plot_report
 
     config = config_from_args(args)
     model, size, _ = model_from_args(args)
-    model = with_heads(model, size)  # traced as pruning traces it
-    report = analyze(model, size, config, calibration=calibration_for(args, config, size),
-                     groups=build_groups(model, size, timeout=args.trace_timeout))
+    model, groups = traced(model, size, timeout=args.trace_timeout)
+    report = analyze(model, size, config, calibration=calibration_for(args, config, size), groups=groups)
     if args.json:
         report.save_json(args.json)
     if args.plot:
@@ -41,13 +39,11 @@ def _cmd_analyze(args) -> int:
 
 def _cmd_check(args) -> int:
     from ..api import check
-    from ..dependency.groups import build_groups
-    from ..dependency.self_attention import with_heads
+    from ..dependency.self_attention import traced
 
     model, size, _ = model_from_args(args)
-    model = with_heads(model, size)  # traced as pruning traces it
-    record = check(model, size, target_flops=args.target_flops, method=args.method,
-                   groups=build_groups(model, size, timeout=args.trace_timeout))
+    model, groups = traced(model, size, timeout=args.trace_timeout)
+    record = check(model, size, target_flops=args.target_flops, method=args.method, groups=groups)
     print(json.dumps({"model": args.model, "input_size": list(size), "supported": True, **record}, indent=1))
     return 0
 

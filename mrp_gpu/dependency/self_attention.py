@@ -11,8 +11,9 @@ whole heads, and whose stream (``qkv``'s inputs, ``proj``'s outputs) is pruned a
 from its heads, each head keeping its width and its softmax scale.
 
 :func:`split_self_attention` makes that swap on a model (in place) before it is
-traced; the entry points that take a user's model (:mod:`mrp_gpu.api`, the
-executor's copies, the command line) call it, so a plan, its masked model and its
+traced, :func:`with_heads` on a copy and :func:`traced` traces the result; the entry
+points that take a user's model (:mod:`mrp_gpu.api`, ``refit``, the executor's copies,
+the command line) call them, so a plan, its masked model and its
 sliced model name the same layers. Any other ``nn.MultiheadAttention`` stays as it is
 and is pruned through its stream only (:mod:`.transformer`).
 """
@@ -29,9 +30,11 @@ import torch_pruning as tp
 from torch_pruning.utils import op_counter
 
 from ..errors import ModelError
-from .groups import example_input
+from . import TRACE_TIMEOUT
+from .groups import ChannelGroups, build_groups, example_input
+from .transformer import replace_module
 
-__all__ = ["SelfAttention", "split_self_attention", "with_heads"]
+__all__ = ["SelfAttention", "split_self_attention", "with_heads", "traced"]
 
 
 class SelfAttention(nn.Module):
@@ -94,6 +97,8 @@ def _self_attention_layers(model: nn.Module, input_size) -> tuple[list[str], lis
     """The ``nn.MultiheadAttention`` layers one forward pass at ``input_size`` calls only as
     plain self-attention (what :class:`SelfAttention` computes), and that pass's outputs."""
     layers = {m: n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention) and _convertible(m)}
+    if not layers:
+        return [], []
     verdict: dict[str, bool] = {}
 
     def probe(m, args, kwargs):
@@ -127,7 +132,7 @@ def split_self_attention(model: nn.Module, input_size) -> list[str]:
         return []
     old = {name: model.get_submodule(name) for name in names}
     for name, mha in old.items():
-        _put(model, name, SelfAttention.from_mha(mha))
+        replace_module(model, name, SelfAttention.from_mha(mha))
     try:
         after = _outputs(model, input_size)
         same = len(after) == len(before) and all(
@@ -137,14 +142,9 @@ def split_self_attention(model: nn.Module, input_size) -> list[str]:
         same = False
     if not same:
         for name, mha in old.items():
-            _put(model, name, mha)
+            replace_module(model, name, mha)
         return []
     return names
-
-
-def _put(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def _outputs(model: nn.Module, input_size) -> list[torch.Tensor]:
@@ -166,3 +166,11 @@ def with_heads(model: nn.Module, input_size) -> nn.Module:
         return model
     probe = copy.deepcopy(model)
     return probe if split_self_attention(probe, input_size) else model
+
+
+def traced(model: nn.Module, input_size, *, device="cpu",
+           timeout: float | None = TRACE_TIMEOUT) -> tuple[nn.Module, ChannelGroups]:
+    """``(model as mrp_gpu prunes it, its groups)``: :func:`with_heads`, then
+    :func:`~mrp_gpu.dependency.groups.build_groups` on it."""
+    model = with_heads(model, input_size)
+    return model, build_groups(model, input_size, device=device, timeout=timeout)

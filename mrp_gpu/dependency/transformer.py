@@ -33,7 +33,7 @@ from torch_pruning.pruner.function import PrunerBox
 from ..errors import ModelError
 
 __all__ = ["KeptChannelsNorm", "mask_norm", "unmask_norms", "mask_attention", "slice_attention", "head_blocks",
-           "fix_widths", "unsupported_norm", "unsupported_attention"]
+           "fix_widths", "replace_module", "unsupported_norm", "unsupported_attention"]
 
 
 def unsupported_norm(norm: nn.Module) -> str | None:
@@ -101,7 +101,8 @@ class KeptChannelsNorm(nn.Module):
         return out
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` of ``model`` is."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -111,14 +112,15 @@ def mask_norm(model: nn.Module, name: str, removed: np.ndarray) -> None:
     norm = model.get_submodule(name)
     keep = torch.ones(norm.normalized_shape[0], dtype=torch.bool)
     keep[torch.as_tensor(removed, dtype=torch.long)] = False
-    _replace(model, name, KeptChannelsNorm(norm, keep.to(norm.weight.device if norm.weight is not None else "cpu")))
+    device = norm.weight.device if norm.weight is not None else "cpu"
+    replace_module(model, name, KeptChannelsNorm(norm, keep.to(device)))
 
 
 def unmask_norms(model: nn.Module) -> None:
     """Put back the plain norms :func:`mask_norm` wrapped (in place)."""
     wrapped = [n for n, m in model.named_modules() if isinstance(m, KeptChannelsNorm)]
     for name in wrapped:
-        _replace(model, name, model.get_submodule(name).norm)
+        replace_module(model, name, model.get_submodule(name).norm)
 
 
 @torch.no_grad()
