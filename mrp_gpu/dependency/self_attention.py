@@ -130,9 +130,15 @@ def split_self_attention(model: nn.Module, input_size) -> list[str]:
     names, before = _self_attention_layers(model, input_size)
     if not names:
         return []
-    old = {name: model.get_submodule(name) for name in names}
-    for name, mha in old.items():
-        replace_module(model, name, SelfAttention.from_mha(mha))
+    # a module shared under several parents is one layer: every name it has gets the same rewrite
+    everywhere = list(model.named_modules(remove_duplicate=False))
+    swaps = []
+    for name in names:
+        mha = model.get_submodule(name)
+        swaps.append((mha, SelfAttention.from_mha(mha), [n for n, m in everywhere if m is mha]))
+    for _, new, aliases in swaps:
+        for alias in aliases:
+            replace_module(model, alias, new)
     try:
         after = _outputs(model, input_size)
         same = len(after) == len(before) and all(
@@ -141,8 +147,9 @@ def split_self_attention(model: nn.Module, input_size) -> list[str]:
     except Exception:  # whatever the model's own code trips on, the swap is undone
         same = False
     if not same:
-        for name, mha in old.items():
-            replace_module(model, name, mha)
+        for mha, _, aliases in swaps:
+            for alias in aliases:
+                replace_module(model, alias, mha)
         return []
     return names
 

@@ -120,3 +120,28 @@ def test_a_vit_that_lost_heads_saves_and_loads(tmp_path):
     x = torch.randn(2, *size)
     with torch.no_grad():
         torch.testing.assert_close(load_pruned(tmp_path)(x), sliced(x))
+
+
+class _Shared(nn.Module):
+    """One attention layer reachable under two parents, called twice."""
+
+    def __init__(self):
+        super().__init__()
+        attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.first, self.second = nn.ModuleDict({"attn": attn}), nn.ModuleDict({"attn": attn})
+
+    def forward(self, x):
+        x = x + self.first["attn"](x, x, x, need_weights=False)[0]
+        return x + self.second["attn"](x, x, x, need_weights=False)[0]
+
+
+def test_an_attention_shared_under_two_parents_is_rewritten_under_both():
+    torch.manual_seed(0)
+    model = _Shared().eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        before = model(x)
+    assert split_self_attention(model, (5, 8)) == ["first.attn"]
+    assert isinstance(model.second["attn"], SelfAttention) and model.first["attn"] is model.second["attn"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
