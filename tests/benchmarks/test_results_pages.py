@@ -64,19 +64,38 @@ def test_the_headline_quality_row_is_the_summary_of_the_default_runs():
         results_page.quality_table(json.loads((RESULTS / "quality_cpu.json").read_text()))
 
 
+def _run(model, method, target, acc, reduction=None, tag=results_page.RECAL, seed=0):
+    base = "none" if method == "none" else method.partition("[")[0]
+    cfg = MRPConfig().resolved(has_data=True).to_dict() if base == "mrp" else {"refit": method.endswith("[refit=1]")}
+    if method == results_page.DISTILLED:
+        cfg["distill"] = 1000
+    return {"model": model, "tag": tag, "target": target, "base": base, "method": method, "config": cfg,
+            "seed": seed, "acc": acc, "macs_reduction": target if reduction is None else reduction}
+
+
 def test_the_drop_table_gives_each_shipped_model_the_defaults_drop_against_the_goal():
-    def run(model, method, target, acc, reduction=None):
-        base = "none" if method == "none" else method.partition("[")[0]
-        cfg = MRPConfig().resolved(has_data=True).to_dict() if base == "mrp" else {"refit": True}
-        if method == results_page.DISTILLED:
-            cfg["distill"] = 1000
-        return {"model": model, "tag": results_page.RECAL, "target": target, "base": base, "method": method,
-                "config": cfg, "seed": 0, "acc": acc, "macs_reduction": target if reduction is None else reduction}
+    run = _run
 
     quality = {"runs": [run("demo", "none", 0.5, 0.93), run("demo", "mrp", 0.5, 0.926), run("demo", "mrp", 0.7, 0.91),
                         run("demo", "l1[refit=1]", 0.5, 0.92), run("demo", "l1[refit=1]", 0.7, 0.89, 0.56),
                         run("demo", "mrp[distill=1000]", 0.7, 0.92)]}
     table = results_page.drop_table(quality)
-    assert "| demo | 93.00 | 92.60 (n=1) (0.40, goal met) | - | 92.00 `l1[refit=1]` |" in table
-    assert "91.00 (n=1) (2.00, goal 1.5) | 92.00 (n=1) (1.00, goal met) | 89.00 `l1[refit=1]` (at -56.0%) |" in table
+    assert "| demo | 93.00 | 92.60 (n=1) (0.40, goal met) | - | 92.00 (n=1) `l1[refit=1]` |" in table
+    assert ("91.00 (n=1) (2.00, goal 1.5) | 92.00 (n=1) (1.00, goal met) | "
+            "89.00 (n=1) `l1[refit=1]` (at -56.0%) |") in table
     assert "vgg_demo" not in table  # a model without runs has no row
+
+
+def test_the_retrained_table_sets_the_default_against_the_best_torch_pruning_criterion_and_the_best_other():
+    finetune, scratch = results_page.RETRAINED
+    runs = [_run("demo", "none", 0.5, 0.93, tag=finetune), _run("demo", "mrp", 0.5, 0.925, tag=finetune),
+            _run("demo", "mrp", 0.5, 0.927, tag=finetune, seed=1), _run("demo", "tp-taylor", 0.5, 0.90, tag=finetune),
+            _run("demo", "tp-hessian[refit=1]", 0.5, 0.92, 0.53, tag=finetune),
+            _run("demo", "fpgm", 0.5, 0.91, tag=finetune), _run("demo", "mrp[allocation=srp]", 0.5, 0.95, tag=finetune),
+            _run("demo", "mrp", 0.7, 0.86, tag=scratch), _run("demo", "l1", 0.7, 0.87, tag=scratch),
+            _run("vgg_demo", "l1", 0.5, 0.90, tag=scratch)]  # no default run: no row
+    table = results_page.retrained_table({"runs": runs, "machine": "m", "date": "d"})
+    assert ("| demo | finetune | 93.00 | 92.60 ± 0.14 (n=2) | 92.00 (n=1) `tp-hessian[refit=1]` (at -53.0%) | "
+            "91.00 (n=1) `fpgm` | - | - | - |") in table
+    assert "| demo | scratch | - | - | - | - | 86.00 (n=1) | - | 87.00 (n=1) `l1` |" in table
+    assert "vgg_demo" not in table
