@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from quality import BUDGETS, protocol_tag
 from quality_report import summarize
 
 from mrp_gpu.io import atomic_write_text
@@ -24,7 +25,8 @@ from mrp_gpu.models import SHIPPED
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RECAL = "recal 2000 images"
-RETRAINED = ("finetune 3 ep / 20000 images", "scratch 3 ep / 20000 images")
+CPU = BUDGETS["cpu"]
+RETRAINED = (protocol_tag("finetune", CPU), protocol_tag("scratch", CPU))
 DISTILLED = "mrp[distill=1000]"  # the default, then ``--distill 1000``: the drop table's second column
 GOALS = [(0.5, 0.5), (0.7, 1.5)]  # (MACs target, the most a post-training drop may be: the quality goal)
 CELLS = [("demo", 0.5), ("demo", 0.7), ("vgg_demo", 0.5), ("vgg_demo", 0.7)]
@@ -158,8 +160,9 @@ def retrained_table(quality: dict) -> str:
                           _named(max(others, key=lambda s: s["acc_mean"], default=None), t)]
             lines.append(f"| {m} | {tag.split(' ')[0]} | " + " | ".join(cells) + " |")
     lines += ["", f"Fashion-MNIST test accuracy (%), mean ± std over n seeds. `{RETRAINED[0]}`: SGD from the "
-              f"pruned weights at lr 0.01; `{RETRAINED[1]}`: the pruned architecture re-initialised and trained "
-              "at lr 0.1 (the unpruned column: the same budget on the whole one). "
+              f"pruned weights at lr {CPU['lr']}; `{RETRAINED[1]}`: the pruned architecture re-initialised and "
+              f"trained at lr {CPU['scratch_lr']} (the unpruned column: the unpruned architecture trained with the "
+              "same budget). "
               f"{quality['machine']}, {quality['date']}. Every row and command: [quality_cpu.md](quality_cpu.md)."]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from .community import cpu_backend, louvain_graph, modularity
 from .community.graph import symmetric_union
 from .config import METHODS, MRPConfig
 from .criteria import group_scores
-from .dependency.groups import ChannelGroups, example_input
+from .dependency.groups import ChannelGroups, example_input, model_device
 from .dependency.self_attention import traced
 from .distill import distill
 from .errors import ModelError, MRPError, stage
@@ -33,11 +33,6 @@ from .timing import Stopwatch
 __all__ = ["METHODS", "analyze", "redundancy_of", "plan", "prune", "execute", "apply_plan", "masked_vs_sliced",
            "check"]
 
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def redundancy_of(feats, config: MRPConfig, stopwatch: Stopwatch | None = None) -> tuple[LayerRedundancy, ...]:
@@ -106,9 +101,10 @@ def analyze(model: nn.Module, input_size, config: MRPConfig | None = None, *,
     sw = Stopwatch(device)
     with sw.lap("groups"):
         if groups is None:
-            model, groups = traced(model, input_size, device=_device_of(model))
+            model, groups = traced(model, input_size)
     with sw.lap("features"):
-        work = model if _device_of(model) == device or config.features == "weight" else copy.deepcopy(model).to(device)
+        here = model_device(model) == device or config.features == "weight"
+        work = model if here else copy.deepcopy(model).to(device)
         feats = compute_features(work, groups, features=config.features,
                                  calibration=calibration, pool=config.pool, device=device)
     records = redundancy_of(feats, config, sw)
@@ -148,7 +144,7 @@ def plan(model: nn.Module, input_size, *, target_flops: float | None = None, tar
     asked = config or MRPConfig()
     target = Target(target_flops, target_params)
     if groups is None:
-        model, groups = traced(model, input_size, device=_device_of(model))
+        model, groups = traced(model, input_size)
     with stage("planning", model):
         if method == "mrp":
             # unresolved: plan_mrp makes the ``auto`` choices, some of which depend on the groups
@@ -187,7 +183,7 @@ def masked_vs_sliced(model: nn.Module, plan: PruningPlan, sliced: nn.Module,
         unsupported operation), so the pruned model would be wrong and is refused.
     """
     masked = apply_masks(model, plan, groups).eval()
-    x = example_input(plan.input_size, batch=batch, device=_device_of(model))
+    x = example_input(plan.input_size, batch=batch, device=model_device(model))
     was = sliced.training
     sliced.eval()
     try:
@@ -229,7 +225,8 @@ def prune(model: nn.Module, input_size, *, target_flops: float | None = None, ta
     >>> p.macs_reduction >= 0.3
     True
     """
-    teacher, (model, groups) = model, traced(model, input_size, device=_device_of(model))
+    teacher = model
+    model, groups = traced(model, input_size)
     p = plan(model, input_size, target_flops=target_flops, target_params=target_params, method=method,
              config=config, groups=groups, model_name=model_name, calibration=calibration)
     source, p = execute(model, p, groups, config, calibration)
@@ -259,7 +256,7 @@ def execute(model: nn.Module, plan: PruningPlan, groups: ChannelGroups, config: 
     from .refit import refit
 
     images = calibration.images if isinstance(calibration, Calibration) else calibration
-    sw = stopwatch or Stopwatch(_device_of(model))
+    sw = stopwatch or Stopwatch(model_device(model))
     with stage("refit", model):
         with sw.lap("refit"):
             masked, plan = refit(model, plan, images, groups, seed=config.seed, progress=progress)
@@ -282,14 +279,14 @@ def check(model: nn.Module, input_size, *, target_flops: float = 0.3, method: st
     import torch_pruning as tp
 
     if groups is None:
-        model, groups = traced(model, input_size, device=_device_of(model))
+        model, groups = traced(model, input_size)
     if len(groups) == 0:
         why = f": {len(groups.held)} left whole, e.g. {groups.held[0]}" if groups.held else ""
         raise ModelError(f"{type(model).__name__} has no channel group mrp_gpu can prune{why}")
     p = plan(model, input_size, target_flops=target_flops, method=method, config=config, groups=groups)
     sliced = slice_model(model, p, groups)
     diff = masked_vs_sliced(model, p, sliced, groups)
-    macs, params = tp.utils.count_ops_and_params(sliced, example_input(input_size, device=_device_of(model)))
+    macs, params = tp.utils.count_ops_and_params(sliced, example_input(input_size, device=model_device(model)))
     ok_cost = (int(macs), int(params)) == (p.macs_after, p.params_after)
     if not ok_cost:
         raise ModelError(f"analytic costs ({p.macs_after} MACs, {p.params_after} params) differ from the counted "

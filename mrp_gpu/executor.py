@@ -137,7 +137,7 @@ def apply_masks(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     unmask_norms(masked)  # a masked model is masked afresh
     if groups is None:
         split_self_attention(masked, plan.input_size)
-        groups = build_groups(masked, plan.input_size, device=_device(model))
+        groups = build_groups(masked, plan.input_size)
     positions = removed_positions(plan, groups)
     with stage("masking", masked):
         _fold_merges(masked, plan, groups)
@@ -159,7 +159,7 @@ def slice_model(model: nn.Module, plan: PruningPlan, groups: ChannelGroups | Non
     unmask_norms(sliced)
     if groups is None:
         split_self_attention(sliced, plan.input_size)
-        groups = build_groups(sliced, plan.input_size, device=_device(model))
+        groups = build_groups(sliced, plan.input_size)
     positions = removed_positions(plan, groups)
     with stage("slicing", sliced):
         _fold_merges(sliced, plan, groups)
@@ -206,11 +206,6 @@ def _slice_grouped_inputs(conv: nn.Module, pos: np.ndarray) -> None:
             for b in range(conv.groups)]
     conv.weight = nn.Parameter(torch.cat(rows), requires_grad=conv.weight.requires_grad)
     conv.in_channels = int(keep.sum())
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 # ------------------------------------------------------------------------- saving

@@ -41,8 +41,7 @@ def _print_config(args, config) -> int:
 def _cmd_prune(args) -> int:
     from ..api import execute
     from ..api import plan as make_plan
-    from ..dependency.groups import build_groups
-    from ..dependency.self_attention import with_heads
+    from ..dependency.self_attention import traced
     from ..executor import slice_model
     from ..finetune import resolve_device
     from ..pruner import calibrate
@@ -57,11 +56,10 @@ def _cmd_prune(args) -> int:
         original, size, kwargs = model_from_args(args)
         sw.device = resolve_device(config.device)  # the whole data path runs on the model's device
         original = original.to(sw.device)
-        model = with_heads(original, size)  # what is pruned; --measure-latency times the original
     with sw.lap("data"):
         calibration = calibration_for(args, config, size)
-    with sw.lap("trace"):
-        groups = build_groups(model, size, timeout=args.trace_timeout)
+    with sw.lap("trace"):  # what is pruned; --measure-latency times the original
+        model, groups = traced(original, size, timeout=args.trace_timeout)
     if args.method == "mrp" and calibration is not None:
         with sw.lap("calibration"):  # the one pass the plan reads, made here to be timed and shown apart
             calibration = calibrate(model, groups, config.resolve(True)[0], calibration,
@@ -81,8 +79,7 @@ def _cmd_prune(args) -> int:
 def _cmd_apply(args) -> int:
     from ..api import execute
     from ..config import MRPConfig
-    from ..dependency.groups import build_groups
-    from ..dependency.self_attention import with_heads
+    from ..dependency.self_attention import traced
     from ..executor import slice_model
     from ..finetune import resolve_device
     from ..plan import PruningPlan
@@ -102,9 +99,8 @@ def _cmd_apply(args) -> int:
         original = original.to(sw.device)
     if tuple(size) != tuple(plan.input_size) and args.input_size is None:
         size = tuple(plan.input_size)
-    model = with_heads(original, size)  # as the plan's model was
-    with sw.lap("trace"):
-        groups = build_groups(model, size, timeout=args.trace_timeout)
+    with sw.lap("trace"):  # as the plan's model was
+        model, groups = traced(original, size, timeout=args.trace_timeout)
     pc = plan.config  # a plan made with the refit is refit again here, on the same calibration images
     if pc.get("distill") and not args.data:
         raise MRPError(f"{args.plan} was made with distillation: pass --data (its training images)")

@@ -34,7 +34,7 @@ from .nodes import node_name, side
 from .projections import PROJECTIONS, projection_name
 from .traceable import traceable
 
-__all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "example_input"]
+__all__ = ["LayerSlice", "ChannelGroup", "ChannelGroups", "build_groups", "example_input", "model_device"]
 
 _REFUSED = {OPTYPE.EMBED: "nn.Embedding", OPTYPE.LSTM: "nn.LSTM", OPTYPE.CUSTOMIZED: "customized layer"}
 
@@ -175,6 +175,12 @@ class ChannelGroups:
             {"attention": n} if (n := sum(len(g.attention) for g in self.groups)) else {})
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def example_input(input_size, batch: int = 1, device="cpu") -> torch.Tensor:
     """A fixed random batch of the model's input shape (seeded: traces are reproducible)."""
     g = torch.Generator().manual_seed(0)
@@ -209,11 +215,13 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float | None = TRACE_TIMEOUT) -> ChannelGroups:
+def build_groups(model: nn.Module, input_size, *, device=None,
+                 timeout: float | None = TRACE_TIMEOUT) -> ChannelGroups:
     """Trace ``model`` once and return its prunable channel groups and cost model.
 
     Groups whose channels reach the model's output (the classifier's logits) are
-    left out. The model is traced in eval mode and left unchanged. ``timeout``
+    left out. The model is traced in eval mode and left unchanged, on ``device`` (None:
+    where its parameters are). ``timeout``
     bounds the dependency trace (seconds; None: no limit; only in the main thread).
 
     Raises
@@ -223,7 +231,7 @@ def build_groups(model: nn.Module, input_size, *, device="cpu", timeout: float |
         the trace runs out of time; when grouping fails, naming the stage.
     """
     was_training = model.training
-    x = example_input(input_size, device=device)
+    x = example_input(input_size, device=model_device(model) if device is None else device)
     records: list[CallRecord] = []
     outputs: list[torch.Tensor] = []
     watch = ActivationProducts(model)

@@ -10,12 +10,12 @@ rows in its order) and ``proj`` (the out-projection): the layout :mod:`.heads` c
 whole heads, and whose stream (``qkv``'s inputs, ``proj``'s outputs) is pruned apart
 from its heads, each head keeping its width and its softmax scale.
 
-:func:`split_self_attention` makes that swap on a model (in place) before it is
-traced, :func:`with_heads` on a copy and :func:`traced` traces the result; the entry
-points that take a user's model (:mod:`mrp_gpu.api`, ``refit``, the executor's copies,
-the command line) call them, so a plan, its masked model and its
-sliced model name the same layers. Any other ``nn.MultiheadAttention`` stays as it is
-and is pruned through its stream only (:mod:`.transformer`).
+:func:`split_self_attention` makes that swap in place, :func:`with_heads` makes it on a
+copy, and :func:`traced` does that and traces the result. The entry points that take a
+user's model (:mod:`mrp_gpu.api`, ``refit``, the executor's copies, the command line)
+call them, so a plan, its masked model and its sliced model name the same layers. Any
+other ``nn.MultiheadAttention`` stays as it is and is pruned through its stream only
+(:mod:`.transformer`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch_pruning.utils import op_counter
 
 from ..errors import ModelError
 from . import TRACE_TIMEOUT
-from .groups import ChannelGroups, build_groups, example_input
+from .groups import ChannelGroups, build_groups, example_input, model_device
 from .transformer import replace_module
 
 __all__ = ["SelfAttention", "split_self_attention", "with_heads", "traced"]
@@ -120,7 +120,9 @@ def _self_attention_layers(model: nn.Module, input_size) -> tuple[list[str], lis
 
 def split_self_attention(model: nn.Module, input_size) -> list[str]:
     """Replace, in place, every ``nn.MultiheadAttention`` of ``model`` called as plain
-    self-attention by the :class:`SelfAttention` computing the same; returns their names.
+    self-attention by the :class:`SelfAttention` computing the same; returns their names
+(one per layer: its first in ``named_modules()``; a layer shared under several parents
+is replaced under each).
 
     The model is run again after the swap: where its own code reads more of the attention
     than its call (``nn.TransformerEncoderLayer`` reads its attributes for a fast path) or
@@ -157,10 +159,9 @@ def split_self_attention(model: nn.Module, input_size) -> list[str]:
 def _outputs(model: nn.Module, input_size) -> list[torch.Tensor]:
     """The model's output tensors on the fixed example input, in eval mode."""
     was_training = model.training
-    p = next(model.parameters(), None)
     try:
         with torch.no_grad():
-            out = model.eval()(example_input(input_size, device=p.device if p is not None else "cpu"))
+            out = model.eval()(example_input(input_size, device=model_device(model)))
     finally:
         model.train(was_training)
     return [t.float() for t in tp.utils.flatten_as_list(out)]
@@ -175,7 +176,7 @@ def with_heads(model: nn.Module, input_size) -> nn.Module:
     return probe if split_self_attention(probe, input_size) else model
 
 
-def traced(model: nn.Module, input_size, *, device="cpu",
+def traced(model: nn.Module, input_size, *, device=None,
            timeout: float | None = TRACE_TIMEOUT) -> tuple[nn.Module, ChannelGroups]:
     """``(model as mrp_gpu prunes it, its groups)``: :func:`with_heads`, then
     :func:`~mrp_gpu.dependency.groups.build_groups` on it."""

@@ -147,7 +147,7 @@ class MRPImportance(tp.importance.Importance):
         key = self._fingerprint(model)
         if key == self._key:
             return
-        groups = build_groups(model, self.input_size, device=next(model.parameters()).device)
+        groups = build_groups(model, self.input_size)
         if self.mode == "order":
             self._scores = order_scores(model, groups, self.config, self.calibration)
         else:
@@ -190,7 +190,7 @@ def mrp_pruning_ratio_dict(model: nn.Module, example_inputs, *, target_flops: fl
     from ..api import plan
 
     size = _input_size(example_inputs)
-    groups = build_groups(model, size, device=next(model.parameters()).device)
+    groups = build_groups(model, size)
     p = plan(model, size, target_flops=target_flops, target_params=target_params, method="mrp",
              config=config or MRPConfig(allocation="srp"), groups=groups)
     return {model.get_submodule(g.id): 1.0 - (p.kept_count(g.id) + 0.5) / g.size for g in groups}

@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import data_path  # noqa: E402
 import gpu_bench  # noqa: E402
 import louvain_quality  # noqa: E402
+import quality_methods  # noqa: E402
 import quality_report  # noqa: E402
 import refit_study  # noqa: E402
 import results_page  # noqa: E402
@@ -21,8 +22,6 @@ import throughput  # noqa: E402
 import transformer_widths  # noqa: E402
 import warm_start  # noqa: E402
 import zoo_sweep  # noqa: E402
-
-from mrp_gpu.config import MRPConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = [  # (page, JSON, how the script renders it)
@@ -65,20 +64,16 @@ def test_the_headline_quality_row_is_the_summary_of_the_default_runs():
 
 
 def _run(model, method, target, acc, reduction=None, tag=results_page.RECAL, seed=0):
-    base = "none" if method == "none" else method.partition("[")[0]
-    cfg = MRPConfig().resolved(has_data=True).to_dict() if base == "mrp" else {"refit": method.endswith("[refit=1]")}
-    if method == results_page.DISTILLED:
-        cfg["distill"] = 1000
+    base, cfg = ("none", {}) if method == "none" else quality_methods._base_config(method)
     return {"model": model, "tag": tag, "target": target, "base": base, "method": method, "config": cfg,
             "seed": seed, "acc": acc, "macs_reduction": target if reduction is None else reduction}
 
 
 def test_the_drop_table_gives_each_shipped_model_the_defaults_drop_against_the_goal():
-    run = _run
-
-    quality = {"runs": [run("demo", "none", 0.5, 0.93), run("demo", "mrp", 0.5, 0.926), run("demo", "mrp", 0.7, 0.91),
-                        run("demo", "l1[refit=1]", 0.5, 0.92), run("demo", "l1[refit=1]", 0.7, 0.89, 0.56),
-                        run("demo", "mrp[distill=1000]", 0.7, 0.92)]}
+    quality = {"runs": [_run("demo", "none", 0.5, 0.93), _run("demo", "mrp", 0.5, 0.926),
+                        _run("demo", "mrp", 0.7, 0.91),
+                        _run("demo", "l1[refit=1]", 0.5, 0.92), _run("demo", "l1[refit=1]", 0.7, 0.89, 0.56),
+                        _run("demo", "mrp[distill=1000]", 0.7, 0.92)]}
     table = results_page.drop_table(quality)
     assert "| demo | 93.00 | 92.60 (n=1) (0.40, goal met) | - | 92.00 (n=1) `l1[refit=1]` |" in table
     assert ("91.00 (n=1) (2.00, goal 1.5) | 92.00 (n=1) (1.00, goal met) | "
@@ -91,7 +86,8 @@ def test_the_retrained_table_sets_the_default_against_the_best_torch_pruning_cri
     runs = [_run("demo", "none", 0.5, 0.93, tag=finetune), _run("demo", "mrp", 0.5, 0.925, tag=finetune),
             _run("demo", "mrp", 0.5, 0.927, tag=finetune, seed=1), _run("demo", "tp-taylor", 0.5, 0.90, tag=finetune),
             _run("demo", "tp-hessian[refit=1]", 0.5, 0.92, 0.53, tag=finetune),
-            _run("demo", "fpgm", 0.5, 0.91, tag=finetune), _run("demo", "mrp[allocation=srp]", 0.5, 0.95, tag=finetune),
+            _run("demo", "fpgm", 0.5, 0.91, tag=finetune),
+            _run("demo", "mrp[allocation=srp]", 0.5, 0.95, tag=finetune),  # an MRP variant: not a peer
             _run("demo", "mrp", 0.7, 0.86, tag=scratch), _run("demo", "l1", 0.7, 0.87, tag=scratch),
             _run("vgg_demo", "l1", 0.5, 0.90, tag=scratch)]  # no default run: no row
     table = results_page.retrained_table({"runs": runs, "machine": "m", "date": "d"})

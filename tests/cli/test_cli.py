@@ -153,12 +153,12 @@ def test_out_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    import mrp_gpu.dependency.groups
+    import mrp_gpu.dependency.self_attention
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mrp_gpu.dependency.groups, "build_groups", interrupted)
+    monkeypatch.setattr(mrp_gpu.dependency.self_attention, "traced", interrupted)
     out = tmp_path / "d"
     assert main(["prune", "demo", "--target-flops", "0.5", "--out", str(out)]) == 130
     err = capsys.readouterr().err
@@ -257,3 +257,15 @@ def test_distill_needs_data_runs_after_the_check_and_apply_repeats_it(tmp_path, 
     assert "distill" in again["stages"]
     a, b = (load_pruned(p).state_dict() for p in (out, tmp_path / "c"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same plan, images and seed: the same weights
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["demo", "vit_demo"])
+def test_prune_and_apply_on_cuda(tmp_path, name):
+    """The commands on a CUDA model: trace, plan, slice and check where the model is, then its plan applied."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["prune", name, "--target-flops", "0.5", "--device", "cuda", "--out", str(a), "--quiet"]) == 0
+    assert main(["apply", str(a / "plan.json"), "--out", str(b)]) == 0
+    x = example_input(json.loads((a / "plan.json").read_text())["input_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(load_pruned(a)(x), load_pruned(b)(x))

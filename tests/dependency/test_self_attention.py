@@ -145,3 +145,17 @@ def test_an_attention_shared_under_two_parents_is_rewritten_under_both():
     assert isinstance(model.second["attn"], SelfAttention) and model.first["attn"] is model.second["attn"]
     with torch.no_grad():
         torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
+
+
+class _SharedAndRead(_Shared):
+    """The shared layer, and a forward reading its in-projection: the swap is undone under both names."""
+
+    def forward(self, x):
+        return super().forward(x) + self.second["attn"].in_proj_weight.sum()
+
+
+def test_an_undone_swap_restores_the_shared_attention_under_both_parents():
+    model = _SharedAndRead().eval()
+    attn = model.first["attn"]
+    assert split_self_attention(model, (5, 8)) == []
+    assert model.first["attn"] is attn and model.second["attn"] is attn
