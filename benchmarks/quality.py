@@ -4,7 +4,9 @@ Every method prunes the same trained model to the same MACs reduction; then one 
 
 ``recal``
     no training: BatchNorm statistics re-estimated on ``--recal-images`` training
-    images (2,000). Seconds per run: the screen.
+    images (2,000). Seconds per run: the screen. A ``[distill=N]`` run is scored as the
+    distillation leaves it (statistics re-estimated on its ``distill_size`` images, 2,048,
+    before its steps, and fit to by them), as ``mrp-gpu prune --distill`` delivers it.
 ``finetune``
     ``--finetune-epochs`` (3) of SGD at lr 0.01 (cosine) from the pruned weights,
     optionally on a ``--train-subset`` of the training set.
@@ -155,7 +157,10 @@ class Bench:
                "target": target, "base": base, "method": method, "config": config.to_dict(), "seed": seed,
                "macs_reduction": round(reduction, 6), "kept": counts, "plan_seconds": round(time.time() - t0, 1)}
         if protocol in ("recal", "finetune"):  # without recalibration the figure says little: not measured
-            run["acc_recal"] = self.accuracy(recalibrate_bn(pruned, self.recal), screen=protocol == "recal")
+            # a distilled model is scored as distillation leaves it: its steps were fit to the BN
+            # statistics it re-estimated on its own images, and re-estimating them again undoes part of that
+            scored = pruned if config.distill else recalibrate_bn(pruned, self.recal)
+            run["acc_recal"] = self.accuracy(scored, screen=protocol == "recal")
         if protocol == "recal":
             run["acc"] = run["acc_recal"]
         else:

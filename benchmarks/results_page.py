@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import BUDGETS, protocol_tag
 from quality_report import summarize
 
+from mrp_gpu.config import MRPConfig
 from mrp_gpu.io import atomic_write_text
 from mrp_gpu.models import SHIPPED
 
@@ -93,7 +94,9 @@ def quality_table(quality: dict) -> str:
         lines.append(f"| {text} | " + " | ".join(cells) + " |")
     seeds = max(s["n"] for s in rows.values())
     lines += ["", f"Fashion-MNIST test accuracy (%), `{RECAL}`: no retraining, BN statistics re-estimated on "
-              f"2,000 training images; mean ± std over up to {seeds} seeds (no ±: one run); "
+              f"2,000 training images (`distill=N`: on its {MRPConfig.distill_size:,} distillation images, before "
+              "the steps); "
+              f"mean ± std over up to {seeds} seeds (no ±: one run); "
               "a MACs reduction in brackets where a method went more than a point past the target. "
               f"{quality['machine']}, {quality['date']}. Every row, protocol and command: "
               "[quality_cpu.md](benchmarks/results/quality_cpu.md)."]

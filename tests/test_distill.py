@@ -11,6 +11,7 @@ import mrp_gpu
 from mrp_gpu.config import MRPConfig
 from mrp_gpu.distill import distill
 from mrp_gpu.errors import MRPError
+from mrp_gpu.finetune import recalibrate_bn
 
 
 def _pair():
@@ -28,16 +29,27 @@ def _error(student, teacher, images):
         return F.mse_loss(student.eval()(images), teacher.eval()(images)).item()
 
 
-def test_distillation_lowers_the_logit_error_and_keeps_bn_statistics_and_the_teacher():
+def test_distillation_lowers_the_logit_error_and_leaves_the_teacher_alone():
     teacher, student, images = _pair()
     before = _error(student, teacher, images)
     teacher.train()
     kept = copy.deepcopy(teacher.state_dict())
-    stats = student[1].running_mean.clone()
     distill(student, teacher, images, steps=60, lr=1e-2)
     assert teacher.training and all(torch.equal(v, kept[k]) for k, v in teacher.state_dict().items())
-    assert not student.training and torch.equal(student[1].running_mean, stats)  # BN frozen
+    assert not student.training
     assert _error(student, teacher, images) < 0.5 * before
+
+
+def test_bn_statistics_are_re_estimated_on_the_images_first_then_frozen():
+    teacher, student, images = _pair()
+    student[1].running_mean.fill_(5.0)  # stale statistics, as a slicing leaves them
+    expected = recalibrate_bn(copy.deepcopy(student), images)
+    distill(student, teacher, images, steps=30, lr=1e-2)
+    # the conv before the BN moved, so statistics still tracked during the steps would differ
+    assert not torch.equal(student[0].weight, expected[0].weight)
+    expected = expected[1]
+    assert torch.equal(student[1].running_mean, expected.running_mean)
+    assert torch.equal(student[1].running_var, expected.running_var)
 
 
 def test_distillation_is_seeded_and_zero_steps_change_nothing():
