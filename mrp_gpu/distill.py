@@ -8,11 +8,11 @@ architecture-free form of that, a short logit distillation: Adam on the squared 
 between the pruned and the unpruned model's logits, on the *sliced* model (a masked
 one would bring the removed weights back).
 
-BN statistics are re-estimated once on the distillation images (more than the refit's
-calibration images, which they include) and then stay frozen, both models in eval
-mode: the steps fit the weights to those statistics, and re-estimating them after the
-steps takes back part of what the steps gained. Re-estimated first on more images, they
-also start the steps from better statistics than the refit's.
+BN statistics are re-estimated once on the distillation images and then stay frozen,
+both models in eval mode: the steps fit the weights to those statistics, and
+re-estimating them after the steps takes back part of what the steps gained. Where the
+distillation images are more than the refit's calibration images (the command line's
+``--distill-size``), the steps also start from better statistics than the refit's.
 
 The learning rate defaults to ``LR`` (the command line offers no other): ten times
 that knocked ResNet-56 down by 30 points in the screen that chose it
@@ -85,7 +85,6 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, ste
     student.eval()
     if steps == 0:
         return student
-    recalibrate_bn(student, images)
     device = next(student.parameters()).device
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
@@ -99,6 +98,10 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, ste
         bar = tqdm(total=steps, desc="distill", leave=False)
     try:
         with stage("distillation", student), torch.enable_grad():
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                   for m in student.modules()):  # else a pass over the images for nothing
+                with torch.no_grad():
+                    recalibrate_bn(student, images)
             for _ in range(steps):
                 x = _augment(images[torch.randint(0, len(images), (BATCH,), generator=g)].to(device), g)
                 with torch.no_grad():

@@ -13,9 +13,14 @@ def test_markdown_gives_each_variant_its_gain():
     r = {"date": "2026-12-03", "commands": ["python benchmarks/reconstruct_study.py"], "machine": "test",
          "runs": [{"model": "demo", "target": 0.5, "macs_reduction": 0.502, "unpruned": 93.1, "default": 92.3,
                    "variants": [{"images": 256, "steps": 400, "lr": 3e-4, "seconds": 90.0, "acc": 92.5}]}]}
+    page = markdown(r)  # a row without ``bn_first``: measured with the earlier order, marked
+    assert "| demo | -50.2% | 93.10 | 92.30 | 256 | 400 | 0.0003 | 92.50 * | +0.20 | 1 | 90 |" in page
+    assert "earlier order" in page
+    r["runs"][0]["variants"][0]["bn_first"] = True
     assert "| demo | -50.2% | 93.10 | 92.30 | 256 | 400 | 0.0003 | 92.50 | +0.20 | 1 | 90 |" in markdown(r)
+    assert "earlier order" not in markdown(r)
     second = {"model": "demo", "target": 0.5, "macs_reduction": 0.502, "unpruned": 93.1, "default": 92.1,
-              "variants": [{"images": 256, "steps": 400, "lr": 3e-4, "seconds": 70.0, "acc": 92.5}]}
+              "variants": [{"images": 256, "steps": 400, "lr": 3e-4, "seconds": 70.0, "acc": 92.5, "bn_first": True}]}
     r["runs"].append(second)  # a second seed: means, the paired gains' spread, the median time
     assert "| demo | -50.2% | 93.10 | 92.20 | 256 | 400 | 0.0003 | 92.50 | +0.30 ± 0.14 | 2 | 80 |" in markdown(r)
 
