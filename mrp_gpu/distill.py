@@ -98,10 +98,7 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, ste
         bar = tqdm(total=steps, desc="distill", leave=False)
     try:
         with stage("distillation", student), torch.enable_grad():
-            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-                   for m in student.modules()):  # else a pass over the images for nothing
-                with torch.no_grad():
-                    recalibrate_bn(student, images)
+            recalibrate_bn(student, images)
             for _ in range(steps):
                 x = _augment(images[torch.randint(0, len(images), (BATCH,), generator=g)].to(device), g)
                 with torch.no_grad():

@@ -109,6 +109,8 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 250
     None); nothing else changes. The model is returned in eval mode.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:  # nothing to re-estimate: no pass over the images
+        return model.eval()
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
@@ -116,8 +118,9 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 250
     model.train()
     try:
         device = next(model.parameters()).device
-        for x in images.split(batch_size):
-            model(x.to(device))
+        with torch.no_grad():
+            for x in images.split(batch_size):
+                model(x.to(device))
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 from conftest import write_imagefolder
 from torch.utils.data import TensorDataset
 
@@ -105,3 +106,18 @@ def test_recalibrate_bn_re_estimates_the_statistics_exactly():
         y = model[0](x)
     torch.testing.assert_close(model[1].running_mean, y.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert not model.training and model[1].momentum == 0.1  # restored
+
+
+def test_recalibrate_bn_does_not_run_a_model_without_bn():
+    from mrp_gpu.finetune import recalibrate_bn
+
+    class Counting(nn.Linear):
+        calls = 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return super().forward(x)
+
+    model = nn.Sequential(Counting(4, 2)).train()
+    assert recalibrate_bn(model, torch.randn(8, 4)) is model and not model.training
+    assert Counting.calls == 0
